@@ -1,0 +1,19 @@
+//! Subcommands other than the service itself.
+
+// pub mod demo;
+
+/// `espfd --help`.
+pub const USAGE: &str = "\
+espfd — provisioning agent for PortaBilling's External System Provisioning Framework (ESPF)
+
+Usage:
+  espfd [run]        run the service (configured by environment variables)
+  espfd demo         run the whole flow on this machine against built-in simulators
+  espfd help env     list every environment variable with its default
+  espfd --help       this text
+  espfd --version    the version
+
+ESPF POSTs each provisioning event to espfd; espfd stores it durably, looks the entity up
+in the PortaBilling API, sends it to the external system (ESPFD_TARGET_URL) and reports
+the provisioning status back through the ESPF API. See README.md.
+";

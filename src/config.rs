@@ -1,0 +1,608 @@
+//! Configuration: environment → [`RawConfig`] → validated [`Config`].
+//!
+//! [`VARS`] is the single list of every variable espfd reads, with its default and meaning;
+//! `espfd help env` prints it and [`RawConfig::from_lookup`] reads exactly those names. The rest
+//! of the program only ever sees a [`Config`], whose values have been checked. A problem is
+//! reported naming the variable at fault, before anything listens.
+//!
+//! Secrets may instead be given as `<NAME>_FILE`, the path of a file holding the value (one
+//! trailing newline is dropped), so that they stay out of the process environment listing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::util::parse_duration;
+
+/// One environment variable: its name, default, whether it is a secret, and its meaning.
+pub struct Var {
+    /// The variable's name.
+    pub name: &'static str,
+    /// The default, or `None` when there is none (required or simply unset).
+    pub default: Option<&'static str>,
+    /// Secrets accept a `<NAME>_FILE` variant and are never printed.
+    pub secret: bool,
+    /// One line saying what the variable does.
+    pub help: &'static str,
+}
+
+const fn var(name: &'static str, default: Option<&'static str>, help: &'static str) -> Var {
+    Var {
+        name,
+        default,
+        secret: false,
+        help,
+    }
+}
+
+const fn secret(name: &'static str, help: &'static str) -> Var {
+    Var {
+        name,
+        default: None,
+        secret: true,
+        help,
+    }
+}
+
+/// Every variable espfd reads, in the order `espfd help env` shows them.
+pub const VARS: &[Var] = &[
+    var("ESPFD_LISTEN", Some("0.0.0.0:8080"), "address and port the listener binds (ingress for ESPF, health, metrics)"),
+    var("ESPFD_EVENTS_PATH", Some("/events"), "path ESPF POSTs events to; set the EventSender URL to http://<host>:<port><path>"),
+    var("ESPFD_AUTH", Some("basic"), "how ESPF authenticates: basic | custom | none (none must be chosen explicitly)"),
+    var("ESPFD_AUTH_USER", None, "basic auth: user name ESPF sends (required with ESPFD_AUTH=basic)"),
+    secret("ESPFD_AUTH_PASSWORD", "basic auth: password ESPF sends (required with ESPFD_AUTH=basic)"),
+    secret("ESPFD_AUTH_CUSTOM", "custom auth: the whole Authorization value ESPF sends, e.g. 'Plain passexample'"),
+    var("ESPFD_PB_URL", None, "PortaBilling web server, e.g. https://pb.example.net (required); the API is under /rest"),
+    var("ESPFD_PB_LOGIN", None, "PortaBilling API user (administrator realm) (required)"),
+    secret("ESPFD_PB_PASSWORD", "password of ESPFD_PB_LOGIN (this or ESPFD_PB_TOKEN is required)"),
+    secret("ESPFD_PB_TOKEN", "API token of ESPFD_PB_LOGIN, used instead of the password when set"),
+    var("ESPFD_PB_CA_FILE", None, "PEM file of CA certificates to trust for PortaBilling and ESPF (default: public web roots)"),
+    var("ESPFD_PB_TIMEOUT", Some("15s"), "total time allowed for one PortaBilling or ESPF API call"),
+    var("ESPFD_ESPF_URL", None, "ESPF API base URL for status reports (default: ESPFD_PB_URL)"),
+    var("ESPFD_ESPF_FORMAT", Some("form"), "body of status reports: form (x-www-form-urlencoded) | json"),
+    var("ESPFD_ESPF_AUTH", Some("bearer"), "status report auth: bearer (PortaBilling session token) | basic (ESPFD_PB_LOGIN + ESPFD_PB_PASSWORD)"),
+    var("ESPFD_GROUP", None, "ESPF service group the statuses are reported for, e.g. HSS (required)"),
+    var("ESPFD_TARGET_URL", None, "external system endpoint that receives one JSON document per event (required)"),
+    var("ESPFD_TARGET_TIMEOUT", Some("30s"), "total time allowed for one call to the target"),
+    var("ESPFD_WORKERS", Some("4"), "worker threads (lanes); one entity's events always go to the same lane"),
+    var("ESPFD_STATE_DIR", Some("/var/lib/espfd"), "directory of the event store (espfd.db); must be writable"),
+    var("ESPFD_RETRY_MAX_AGE", Some("24h"), "how long a failing event is retried (from its arrival) before it is FAILED"),
+    var("ESPFD_RETRY_INITIAL", Some("2s"), "delay before the first retry; each further retry waits twice as long (with jitter)"),
+    var("ESPFD_RETRY_MAX_DELAY", Some("10m"), "longest delay between two retries"),
+    var("ESPFD_MAX_CONNECTIONS", Some("256"), "most simultaneous inbound connections; beyond it new ones get 503"),
+    var("ESPFD_MAX_BODY", Some("65536"), "largest accepted request body in bytes; larger gets 413"),
+    var("ESPFD_MAX_HEADER", Some("8192"), "largest accepted request head (request line + headers) in bytes; larger gets 431"),
+    var("ESPFD_READ_TIMEOUT", Some("10s"), "time allowed to receive one whole request once it has started"),
+    var("ESPFD_IDLE_TIMEOUT", Some("60s"), "how long an idle keep-alive connection is kept open"),
+    var("ESPFD_WRITE_TIMEOUT", Some("10s"), "time allowed to send one reply"),
+    var("ESPFD_LOG_FORMAT", Some("text"), "log line format: text | json"),
+    var("RUST_LOG", Some("info"), "log level filter: error | warn | info | debug | trace (per module: espfd=debug)"),
+];
+
+/// Looks a variable up by name in [`VARS`].
+pub fn find_var(name: &str) -> Option<&'static Var> {
+    VARS.iter().find(|v| v.name == name)
+}
+
+/// A configuration problem, naming the variable at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The variable at fault.
+    pub var: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.var, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(var: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var: var.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The variables as found, with `_FILE` secrets already read; nothing validated yet.
+#[derive(Debug, Default, Clone)]
+pub struct RawConfig {
+    values: HashMap<&'static str, String>,
+}
+
+impl RawConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<RawConfig, ConfigError> {
+        RawConfig::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads every variable of [`VARS`] through `lookup`; tests pass a map.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<RawConfig, ConfigError> {
+        let mut values = HashMap::new();
+        for v in VARS {
+            let direct = lookup(v.name).filter(|s| !s.is_empty());
+            let value = if v.secret {
+                let file_var = format!("{}_FILE", v.name);
+                match (direct, lookup(&file_var).filter(|s| !s.is_empty())) {
+                    (Some(_), Some(_)) => {
+                        return Err(err(
+                            v.name,
+                            format!("set either {} or {file_var}, not both", v.name),
+                        ))
+                    }
+                    (Some(d), None) => Some(d),
+                    (None, Some(path)) => {
+                        let text = std::fs::read_to_string(&path)
+                            .map_err(|e| err(&file_var, format!("cannot read {path}: {e}")))?;
+                        let text = text.strip_suffix('\n').unwrap_or(&text);
+                        Some(text.strip_suffix('\r').unwrap_or(text).to_string())
+                    }
+                    (None, None) => None,
+                }
+            } else {
+                direct
+            };
+            if let Some(value) = value.or_else(|| v.default.map(str::to_string)) {
+                values.insert(v.name, value);
+            }
+        }
+        Ok(RawConfig { values })
+    }
+
+    /// Sets a value (used by `espfd demo` and tests to build a configuration in code).
+    pub fn set(&mut self, name: &str, value: impl Into<String>) -> &mut Self {
+        let var = find_var(name).unwrap_or_else(|| panic!("unknown variable {name}"));
+        self.values.insert(var.name, value.into());
+        self
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    fn required(&self, name: &str) -> Result<&str, ConfigError> {
+        self.get(name)
+            .ok_or_else(|| err(name, "is required but not set"))
+    }
+
+    fn duration(&self, name: &str) -> Result<Duration, ConfigError> {
+        let v = self.required(name)?;
+        match parse_duration(v) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(err(
+                name,
+                format!("'{v}' is not a positive duration (e.g. 30, 30s, 5m, 24h)"),
+            )),
+        }
+    }
+
+    fn number(&self, name: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let v = self.required(name)?;
+        match v.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(err(
+                name,
+                format!("'{v}' is not a whole number from {min} to {max}"),
+            )),
+        }
+    }
+
+    fn url(&self, name: &str, value: &str) -> Result<String, ConfigError> {
+        let v = value.trim().trim_end_matches('/');
+        let rest = v
+            .strip_prefix("http://")
+            .or_else(|| v.strip_prefix("https://"))
+            .ok_or_else(|| err(name, format!("'{v}' must start with http:// or https://")))?;
+        if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
+            return Err(err(name, format!("'{v}' has no host")));
+        }
+        Ok(v.to_string())
+    }
+
+    /// Validates everything and builds the [`Config`] the service runs with.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let listen_s = self.required("ESPFD_LISTEN")?;
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            err(
+                "ESPFD_LISTEN",
+                format!("'{listen_s}' is not an address:port such as 0.0.0.0:8080"),
+            )
+        })?;
+
+        let events_path = self.required("ESPFD_EVENTS_PATH")?.to_string();
+        if !events_path.starts_with('/') || events_path.contains(char::is_whitespace) {
+            return Err(err(
+                "ESPFD_EVENTS_PATH",
+                format!("'{events_path}' must be a path starting with /"),
+            ));
+        }
+        if matches!(events_path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+            return Err(err(
+                "ESPFD_EVENTS_PATH",
+                format!("'{events_path}' is reserved"),
+            ));
+        }
+
+        let auth = match self.required("ESPFD_AUTH")? {
+            "basic" => {
+                let user = self.required("ESPFD_AUTH_USER")?.to_string();
+                if user.contains(':') {
+                    return Err(err("ESPFD_AUTH_USER", "must not contain ':'"));
+                }
+                let password = self.required("ESPFD_AUTH_PASSWORD")?.to_string();
+                InboundAuth::Basic { user, password }
+            }
+            "custom" => {
+                let value = self.required("ESPFD_AUTH_CUSTOM")?;
+                match value.split_once(' ') {
+                    Some((scheme, cred)) if !scheme.is_empty() && !cred.is_empty() => {}
+                    _ => {
+                        return Err(err(
+                            "ESPFD_AUTH_CUSTOM",
+                            "must be '<type> <credentials>', e.g. 'Plain passexample'",
+                        ))
+                    }
+                }
+                InboundAuth::Custom {
+                    value: value.to_string(),
+                }
+            }
+            "none" => InboundAuth::None,
+            other => {
+                return Err(err(
+                    "ESPFD_AUTH",
+                    format!("'{other}' is not one of basic, custom, none"),
+                ))
+            }
+        };
+
+        let pb_url = self.url("ESPFD_PB_URL", self.required("ESPFD_PB_URL")?)?;
+        let pb_login = self.required("ESPFD_PB_LOGIN")?.to_string();
+        let pb_secret = match (self.get("ESPFD_PB_TOKEN"), self.get("ESPFD_PB_PASSWORD")) {
+            (Some(t), _) => PbSecret::Token(t.to_string()),
+            (None, Some(p)) => PbSecret::Password(p.to_string()),
+            (None, None) => {
+                return Err(err(
+                    "ESPFD_PB_PASSWORD",
+                    "is required (or set ESPFD_PB_TOKEN)",
+                ))
+            }
+        };
+        let pb_ca_file = match self.get("ESPFD_PB_CA_FILE") {
+            Some(p) => {
+                let path = PathBuf::from(p);
+                if !path.is_file() {
+                    return Err(err(
+                        "ESPFD_PB_CA_FILE",
+                        format!("{p} is not a readable file"),
+                    ));
+                }
+                Some(path)
+            }
+            None => None,
+        };
+        let espf_url = match self.get("ESPFD_ESPF_URL") {
+            Some(u) => self.url("ESPFD_ESPF_URL", u)?,
+            None => pb_url.clone(),
+        };
+        let espf_format = match self.required("ESPFD_ESPF_FORMAT")? {
+            "form" => EspfFormat::Form,
+            "json" => EspfFormat::Json,
+            other => {
+                return Err(err(
+                    "ESPFD_ESPF_FORMAT",
+                    format!("'{other}' is not one of form, json"),
+                ))
+            }
+        };
+        let espf_auth = match self.required("ESPFD_ESPF_AUTH")? {
+            "bearer" => EspfAuth::Bearer,
+            "basic" => {
+                if !matches!(pb_secret, PbSecret::Password(_)) {
+                    return Err(err(
+                        "ESPFD_ESPF_AUTH",
+                        "basic needs ESPFD_PB_PASSWORD (an API token cannot be sent as basic auth)",
+                    ));
+                }
+                EspfAuth::Basic
+            }
+            other => {
+                return Err(err(
+                    "ESPFD_ESPF_AUTH",
+                    format!("'{other}' is not one of bearer, basic"),
+                ))
+            }
+        };
+        let group = self.required("ESPFD_GROUP")?.to_string();
+        let target_url = self.url("ESPFD_TARGET_URL", self.required("ESPFD_TARGET_URL")?)?;
+
+        let log_format = match self.required("ESPFD_LOG_FORMAT")? {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(err(
+                    "ESPFD_LOG_FORMAT",
+                    format!("'{other}' is not one of text, json"),
+                ))
+            }
+        };
+
+        Ok(Config {
+            listen,
+            events_path,
+            auth,
+            pb_url,
+            pb_login,
+            pb_secret,
+            pb_ca_file,
+            pb_timeout: self.duration("ESPFD_PB_TIMEOUT")?,
+            espf_url,
+            espf_format,
+            espf_auth,
+            group,
+            target_url,
+            target_timeout: self.duration("ESPFD_TARGET_TIMEOUT")?,
+            workers: self.number("ESPFD_WORKERS", 1, 256)? as usize,
+            state_dir: PathBuf::from(self.required("ESPFD_STATE_DIR")?),
+            retry_max_age: self.duration("ESPFD_RETRY_MAX_AGE")?,
+            retry_initial: self.duration("ESPFD_RETRY_INITIAL")?,
+            retry_max_delay: self.duration("ESPFD_RETRY_MAX_DELAY")?,
+            limits: Limits {
+                max_connections: self.number("ESPFD_MAX_CONNECTIONS", 1, 100_000)? as usize,
+                max_body: self.number("ESPFD_MAX_BODY", 256, 64 << 20)? as usize,
+                max_header: self.number("ESPFD_MAX_HEADER", 512, 1 << 20)? as usize,
+                read_timeout: self.duration("ESPFD_READ_TIMEOUT")?,
+                idle_timeout: self.duration("ESPFD_IDLE_TIMEOUT")?,
+                write_timeout: self.duration("ESPFD_WRITE_TIMEOUT")?,
+            },
+            log_format,
+        })
+    }
+}
+
+/// How ESPF must authenticate its POSTs.
+#[derive(Clone, PartialEq, Eq)]
+pub enum InboundAuth {
+    /// `Authorization: Basic base64(user:password)`.
+    Basic { user: String, password: String },
+    /// The whole `Authorization` value, e.g. `Plain passexample`.
+    Custom { value: String },
+    /// No authentication (must be chosen explicitly).
+    None,
+}
+
+impl fmt::Debug for InboundAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InboundAuth::Basic { user, .. } => {
+                write!(f, "Basic {{ user: {user:?}, password: <redacted> }}")
+            }
+            InboundAuth::Custom { .. } => write!(f, "Custom {{ value: <redacted> }}"),
+            InboundAuth::None => write!(f, "None"),
+        }
+    }
+}
+
+/// The PortaBilling credential.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PbSecret {
+    /// Login with a password.
+    Password(String),
+    /// Login with an API token.
+    Token(String),
+}
+
+impl fmt::Debug for PbSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PbSecret::Password(_) => f.write_str("Password(<redacted>)"),
+            PbSecret::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// Body encoding of ESPF status reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EspfFormat {
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// `application/json`.
+    Json,
+}
+
+/// Authentication of ESPF status reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EspfAuth {
+    /// The PortaBilling session's access token.
+    Bearer,
+    /// The PortaBilling login and password.
+    Basic,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Limits and timeouts of the inbound listener.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most simultaneous connections. Defaults to 256.
+    pub max_connections: usize,
+    /// Largest request body. Defaults to 64 KiB.
+    pub max_body: usize,
+    /// Largest request head. Defaults to 8 KiB.
+    pub max_header: usize,
+    /// Time to receive one whole request. Defaults to 10 s.
+    pub read_timeout: Duration,
+    /// Time an idle keep-alive connection is kept. Defaults to 60 s.
+    pub idle_timeout: Duration,
+    /// Time to send one reply. Defaults to 10 s.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            max_body: 64 * 1024,
+            max_header: 8192,
+            read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The validated configuration of the service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub events_path: String,
+    pub auth: InboundAuth,
+    pub pb_url: String,
+    pub pb_login: String,
+    pub pb_secret: PbSecret,
+    pub pb_ca_file: Option<PathBuf>,
+    pub pb_timeout: Duration,
+    pub espf_url: String,
+    pub espf_format: EspfFormat,
+    pub espf_auth: EspfAuth,
+    pub group: String,
+    pub target_url: String,
+    pub target_timeout: Duration,
+    pub workers: usize,
+    pub state_dir: PathBuf,
+    pub retry_max_age: Duration,
+    pub retry_initial: Duration,
+    pub retry_max_delay: Duration,
+    pub limits: Limits,
+    pub log_format: LogFormat,
+}
+
+/// The text of `espfd help env`.
+pub fn help_env() -> String {
+    let mut out = String::from(
+        "espfd reads its configuration from these environment variables.\n\
+         Secrets (marked *) may also be given as <NAME>_FILE, the path of a file holding the value.\n\
+         Durations are seconds or a number with ms, s, m, h or d.\n\n",
+    );
+    for v in VARS {
+        let star = if v.secret { "*" } else { "" };
+        let default = v.default.unwrap_or("(none)");
+        out.push_str(&format!(
+            "{}{star}\n    default: {default}\n    {}\n",
+            v.name, v.help
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> HashMap<String, String> {
+        [
+            ("ESPFD_AUTH_USER", "espf"),
+            ("ESPFD_AUTH_PASSWORD", "s3cret"),
+            ("ESPFD_PB_URL", "https://pb.example.net/"),
+            ("ESPFD_PB_LOGIN", "api"),
+            ("ESPFD_PB_PASSWORD", "pw"),
+            ("ESPFD_GROUP", "HSS"),
+            ("ESPFD_TARGET_URL", "http://127.0.0.1:9000/provision"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn validate(map: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        RawConfig::from_lookup(|k| map.get(k).cloned())?.validate()
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = validate(&base()).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.events_path, "/events");
+        assert_eq!(c.workers, 4);
+        assert_eq!(c.espf_url, "https://pb.example.net");
+        assert_eq!(c.limits.max_body, 65536);
+        assert_eq!(c.retry_max_age, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        for (var, value) in [
+            ("ESPFD_LISTEN", "nonsense"),
+            ("ESPFD_WORKERS", "0"),
+            ("ESPFD_AUTH", "digest"),
+            ("ESPFD_PB_URL", "pb.example.net"),
+            ("ESPFD_ESPF_FORMAT", "xml"),
+            ("ESPFD_READ_TIMEOUT", "soon"),
+            ("ESPFD_TARGET_URL", "ftp://x"),
+        ] {
+            let mut m = base();
+            m.insert(var.into(), value.into());
+            assert_eq!(validate(&m).unwrap_err().var, var, "{var}={value}");
+        }
+        let mut m = base();
+        m.remove("ESPFD_GROUP");
+        assert_eq!(validate(&m).unwrap_err().var, "ESPFD_GROUP");
+        let mut m = base();
+        m.remove("ESPFD_AUTH_PASSWORD");
+        assert_eq!(validate(&m).unwrap_err().var, "ESPFD_AUTH_PASSWORD");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_not_both() {
+        let dir = std::env::temp_dir().join(format!("espfd-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pw");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let mut m = base();
+        m.remove("ESPFD_PB_PASSWORD");
+        m.insert("ESPFD_PB_PASSWORD_FILE".into(), f.display().to_string());
+        let c = validate(&m).unwrap();
+        assert_eq!(c.pb_secret, PbSecret::Password("from-file".into()));
+        m.insert("ESPFD_PB_PASSWORD".into(), "x".into());
+        assert_eq!(validate(&m).unwrap_err().var, "ESPFD_PB_PASSWORD");
+        let mut m = base();
+        m.insert(
+            "ESPFD_AUTH_PASSWORD_FILE".into(),
+            "/nonexistent/espfd".into(),
+        );
+        m.remove("ESPFD_AUTH_PASSWORD");
+        assert_eq!(validate(&m).unwrap_err().var, "ESPFD_AUTH_PASSWORD_FILE");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = validate(&base()).unwrap();
+        let text = format!("{c:?}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("\"pw\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn help_lists_every_variable_with_default() {
+        let text = help_env();
+        for v in VARS {
+            assert!(text.contains(v.name));
+        }
+        assert!(text.contains("default: 0.0.0.0:8080"));
+    }
+}

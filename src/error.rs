@@ -1,0 +1,56 @@
+//! The crate's error type.
+
+use std::fmt;
+use std::io;
+
+use crate::config::ConfigError;
+
+/// What can go wrong outside of event processing (whose failures are [`crate::pipeline::Failure`]).
+#[derive(Debug)]
+pub enum Error {
+    /// A configuration value is missing or invalid; names the variable.
+    Config(ConfigError),
+    /// The event store (SQLite) failed; says which operation.
+    Store { op: &'static str, detail: String },
+    /// The store's write queue is full; the caller should answer 503 and let ESPF retry.
+    Overloaded,
+    /// The store has been shut down.
+    Closed,
+    /// An I/O operation failed; `context` says which and on what.
+    Io { context: String, source: io::Error },
+    /// A command-line usage problem.
+    Usage(String),
+    /// Anything else, already phrased for the operator.
+    Other(String),
+}
+
+impl Error {
+    /// An [`Error::Io`] with context.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(e) => write!(f, "configuration: {e}"),
+            Error::Store { op, detail } => write!(f, "event store: {op}: {detail}"),
+            Error::Overloaded => f.write_str("event store: write queue full"),
+            Error::Closed => f.write_str("event store: shut down"),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Usage(m) | Error::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e)
+    }
+}

@@ -1,0 +1,412 @@
+//! Listener, connection threads and the request reader.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::{reason, Request, Response};
+use crate::config::Limits;
+
+/// Most headers in one request.
+const MAX_HEADERS: usize = 64;
+/// Most requests served on one keep-alive connection before it is closed.
+const MAX_REQUESTS_PER_CONNECTION: usize = 100_000;
+/// Stack of a connection thread: parsing and handling need little, and many may exist.
+const CONNECTION_STACK: usize = 256 * 1024;
+
+/// Something that answers requests. Must not panic: a panic is answered with 500 in debug
+/// builds and aborts the process in release builds.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
+    fn handle(&self, req: Request) -> Response;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(Request) -> Response + Send + Sync + 'static,
+{
+    fn handle(&self, req: Request) -> Response {
+        self(req)
+    }
+}
+
+struct Shared {
+    limits: Limits,
+    handler: Arc<dyn Handler>,
+    stop: AtomicBool,
+    active: AtomicUsize,
+    next_id: AtomicU64,
+    /// Clones of open connections, so that shutdown can end idle reads at once.
+    open: Mutex<HashMap<u64, TcpStream>>,
+}
+
+/// A running server. Dropping it stops it.
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Open connections right now.
+    pub fn active_connections(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting, ends idle connections, and waits up to `grace` for requests in
+    /// flight to be answered.
+    pub fn shutdown(&mut self, grace: Duration) {
+        let Some(accept) = self.accept.take() else {
+            return;
+        };
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept() with a connection of our own.
+        let wake = match self.addr {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], a.port()))
+            }
+            SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+            }
+            a => a,
+        };
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        let _ = accept.join();
+        for stream in lock(&self.shared.open).values() {
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+        let deadline = Instant::now() + grace;
+        while self.shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_secs(2));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serves `handler` on `listener` until the returned [`Server`] is shut down or dropped.
+pub fn serve(
+    listener: TcpListener,
+    limits: Limits,
+    handler: Arc<dyn Handler>,
+) -> io::Result<Server> {
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        limits,
+        handler,
+        stop: AtomicBool::new(false),
+        active: AtomicUsize::new(0),
+        next_id: AtomicU64::new(0),
+        open: Mutex::new(HashMap::new()),
+    });
+    let s = shared.clone();
+    let accept = thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || accept_loop(listener, s))?;
+    Ok(Server {
+        addr,
+        shared,
+        accept: Some(accept),
+    })
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(pair) => {
+                backoff = Duration::from_millis(5);
+                pair
+            }
+            Err(e) => {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                // EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: none of them is a reason to stop
+                // serving. Back off so that a persistent condition does not spin the CPU.
+                log::warn!("accept failed: {e}; retrying in {} ms", backoff.as_millis());
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if shared.active.load(Ordering::SeqCst) >= shared.limits.max_connections {
+            log::warn!(
+                "connection from {peer} refused: {} connections open (ESPFD_MAX_CONNECTIONS)",
+                shared.limits.max_connections
+            );
+            refuse(stream);
+            continue;
+        }
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = stream.try_clone() {
+            lock(&shared.open).insert(id, clone);
+        }
+        let s = shared.clone();
+        let spawned = thread::Builder::new()
+            .name("conn".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                let _guard = ConnGuard { shared: &s, id };
+                serve_connection(stream, peer, &s);
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start a connection thread: {e}");
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            if let Some(stream) = lock(&shared.open).remove(&id) {
+                refuse(stream);
+            }
+        }
+    }
+}
+
+fn refuse(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+    let body = "too many connections, retry later\n";
+    let _ = write!(
+        stream,
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+struct ConnGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.open).remove(&self.id);
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What went wrong while reading a request.
+enum ReadError {
+    /// The peer closed, or stayed idle past the idle timeout between requests: close quietly.
+    Gone,
+    /// Reply with this status and close.
+    Reply(u16, &'static str),
+}
+
+fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let limits = &shared.limits;
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(limits.write_timeout));
+    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    for _ in 0..MAX_REQUESTS_PER_CONNECTION {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let req = match read_request(&mut stream, &mut buf, peer, limits) {
+            Ok(req) => req,
+            Err(ReadError::Gone) => return,
+            Err(ReadError::Reply(status, why)) => {
+                let resp = Response::text(status, why).closing();
+                let _ = write_response(&mut stream, &resp, false);
+                return;
+            }
+        };
+        let keep_alive = req.keep_alive;
+        let handler = shared.handler.clone();
+        let resp =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(req))) {
+                Ok(resp) => resp,
+                Err(_) => Response::text(500, "internal error").closing(),
+            };
+        let keep = keep_alive && !resp.close && !shared.stop.load(Ordering::SeqCst);
+        if write_response(&mut stream, &resp, keep).is_err() || !keep {
+            return;
+        }
+    }
+}
+
+fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    peer: SocketAddr,
+    limits: &Limits,
+) -> Result<Request, ReadError> {
+    // Wait for the first byte under the idle timeout, then the whole request under the read
+    // timeout: a client that trickles bytes holds its slot for at most that long.
+    let mut deadline: Option<Instant> = if buf.is_empty() {
+        None
+    } else {
+        Some(Instant::now() + limits.read_timeout)
+    };
+    let head_len = loop {
+        if !buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Request::new(&mut headers);
+            match parsed.parse(buf) {
+                Ok(httparse::Status::Complete(n)) => break n,
+                Ok(httparse::Status::Partial) => {}
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(ReadError::Reply(431, "too many headers"))
+                }
+                Err(_) => return Err(ReadError::Reply(400, "malformed HTTP request")),
+            }
+            if buf.len() > limits.max_header {
+                return Err(ReadError::Reply(431, "request head too large"));
+            }
+        }
+        let got = read_some(stream, buf, deadline, limits)?;
+        if got == 0 {
+            return Err(ReadError::Gone);
+        }
+        deadline.get_or_insert_with(|| Instant::now() + limits.read_timeout);
+    };
+    if head_len > limits.max_header {
+        return Err(ReadError::Reply(431, "request head too large"));
+    }
+
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    // Parsing the same bytes again cannot fail.
+    let _ = parsed.parse(&buf[..head_len]);
+    let method = parsed.method.unwrap_or("").to_string();
+    let target = parsed.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (target.to_string(), String::new()),
+    };
+    let mut header_list: Vec<(String, String)> = Vec::with_capacity(parsed.headers.len() + 1);
+    let mut content_length: Option<usize> = None;
+    for h in parsed.headers.iter() {
+        let Ok(value) = std::str::from_utf8(h.value) else {
+            return Err(ReadError::Reply(400, "header value is not UTF-8"));
+        };
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n: usize = value
+                .trim()
+                .parse()
+                .map_err(|_| ReadError::Reply(400, "invalid Content-Length"))?;
+            if content_length.is_some_and(|c| c != n) {
+                return Err(ReadError::Reply(400, "conflicting Content-Length headers"));
+            }
+            content_length = Some(n);
+        }
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(ReadError::Reply(
+                411,
+                "send the body with Content-Length; Transfer-Encoding is not accepted",
+            ));
+        }
+        header_list.push((h.name.to_ascii_lowercase(), value.to_string()));
+    }
+    let connection = header_list
+        .iter()
+        .find(|(k, _)| k == "connection")
+        .map(|(_, v)| v.to_ascii_lowercase())
+        .unwrap_or_default();
+    let keep_alive = if parsed.version == Some(0) {
+        connection.contains("keep-alive")
+    } else {
+        !connection.contains("close")
+    };
+    let body_len = content_length.unwrap_or(0);
+    if body_len > limits.max_body {
+        return Err(ReadError::Reply(413, "request body too large"));
+    }
+    let total = head_len + body_len;
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + limits.read_timeout);
+    while buf.len() < total {
+        let got = read_some(stream, buf, Some(deadline), limits)?;
+        if got == 0 {
+            return Err(ReadError::Gone);
+        }
+    }
+    let body = buf[head_len..total].to_vec();
+    buf.drain(..total);
+    Ok(Request {
+        method,
+        path,
+        query,
+        headers: header_list,
+        body,
+        peer,
+        keep_alive,
+    })
+}
+
+/// Reads what is available into `buf`. `deadline` None means "waiting for a new request".
+fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Option<Instant>,
+    limits: &Limits,
+) -> Result<usize, ReadError> {
+    let timeout = match deadline {
+        None => limits.idle_timeout,
+        Some(d) => d.saturating_duration_since(Instant::now()),
+    };
+    if timeout.is_zero() {
+        return Err(ReadError::Reply(408, "request not received in time"));
+    }
+    let _ = stream.set_read_timeout(Some(timeout));
+    let mut chunk = [0u8; 8192];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(if deadline.is_none() {
+                    ReadError::Gone
+                } else {
+                    ReadError::Reply(408, "request not received in time")
+                });
+            }
+            Err(_) => return Err(ReadError::Gone),
+        }
+    }
+}
+
+fn write_response(stream: &mut TcpStream, resp: &Response, keep_alive: bool) -> io::Result<()> {
+    let mut out = Vec::with_capacity(128 + resp.body.len());
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
+    for (k, v) in &resp.headers {
+        // Header values come from our own code; still, never let a CR/LF split the head.
+        if k.contains(['\r', '\n']) || v.contains(['\r', '\n']) {
+            continue;
+        }
+        let _ = write!(out, "{k}: {v}\r\n");
+    }
+    let _ = write!(out, "Content-Length: {}\r\n", resp.body.len());
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&resp.body);
+    stream.write_all(&out)?;
+    stream.flush()
+}

@@ -1,0 +1,27 @@
+//! espfd — the "Application" of PortaBilling's External System Provisioning Framework (ESPF).
+//!
+//! ESPF POSTs provisioning events; espfd stores each one durably, looks its entity up in the
+//! PortaBilling API, pushes it to an external system (the target), and reports the
+//! provisioning status back through the ESPF API. See README.md for the operator's view.
+//!
+//! Modules, roughly in the order an event meets them: [`http`] (the listener), [`ingress`]
+//! (auth, validation), [`event`], [`store`], [`pipeline`] (lanes and workers),
+//! [`portabilling`], [`target`], [`espf`]; around them [`config`], [`service`] (wiring),
+//! [`sim`] (simulated PortaBilling, ESPF API and target) and [`cli`].
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod espf;
+pub mod event;
+pub mod http;
+pub mod ingress;
+pub mod logging;
+pub mod outbound;
+pub mod pipeline;
+pub mod portabilling;
+pub mod service;
+// pub mod sim;
+pub mod store;
+pub mod target;
+pub mod util;

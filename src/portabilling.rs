@@ -1,0 +1,349 @@
+//! The PortaBilling JSON API client and its one shared session.
+//!
+//! Calls are `POST <base>/rest/<Service>/<method>` with `{"params": {...}}` and
+//! `Authorization: Bearer <access_token>`. All workers share one session: it is opened once,
+//! refreshed shortly before it expires, and opened again only when PortaBilling answers with
+//! one of the auth faultcodes — and then by one thread only (single flight); the others wait
+//! and use the new token. A call that hits an auth fault is retried once with the new token.
+//!
+//! Not here: what to do with a failure (the pipeline decides), ESPF status calls (`espf.rs`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::{json, Value};
+
+use crate::config::{Config, PbSecret};
+use crate::error::Error;
+use crate::event::{EntityKind, EntityRef};
+use crate::outbound::{self, Failure};
+use crate::util::{now_ms, parse_utc};
+
+/// Faultcodes that mean "the session is not valid": log in again and retry once.
+pub const AUTH_FAULTS: &[&str] = &[
+    "Server.Session.check_auth.auth_failed",
+    "Client.Session.check_auth.failed_to_process_access_token",
+    "Client.Session.check_auth.failed_to_process_jwt",
+    "Client.check_auth.envelope_missed",
+];
+
+/// Refresh this long before the access token expires.
+const REFRESH_MARGIN_MS: i64 = 60_000;
+/// Largest reply body read from PortaBilling.
+const MAX_REPLY: u64 = 8 << 20;
+
+/// What a call to PortaBilling ended in, short of a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PbError {
+    /// No usable reply: connection refused, timeout, a 5xx without faultcode, invalid JSON.
+    Transport(String),
+    /// An API fault (HTTP 500 with a faultcode).
+    Fault { code: String, text: String },
+    /// Session/login was refused (wrong login, password or token; locked out).
+    LoginRefused { code: String, text: String },
+}
+
+impl PbError {
+    /// Classifies the error for the pipeline.
+    pub fn into_failure(self, what: &str) -> Failure {
+        match self {
+            PbError::Transport(m) => Failure::transient(format!("PortaBilling {what}: {m}")),
+            PbError::Fault { code, text } => {
+                Failure::permanent(format!("PortaBilling {what}: {code}: {text}"))
+            }
+            // Wrong credentials are fixed by the operator, not by time, but the events must
+            // not be lost meanwhile: retry, and say plainly what is wrong.
+            PbError::LoginRefused { code, text } => Failure::transient(format!(
+                "PortaBilling login refused ({code}: {text}); check ESPFD_PB_LOGIN and ESPFD_PB_PASSWORD/ESPFD_PB_TOKEN"
+            )),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Session {
+    access_token: String,
+    refresh_token: Option<String>,
+    /// Unix ms after which the token should not be used; `None` when unknown.
+    expires_at: Option<i64>,
+    /// Bumped on every new token, so a thread can tell whether someone else already renewed.
+    generation: u64,
+}
+
+/// The client. Share it behind an `Arc`.
+pub struct PbClient {
+    base: String,
+    login: String,
+    secret: PbSecret,
+    agent: ureq::Agent,
+    session: Mutex<Option<Session>>,
+    /// Held while logging in or refreshing: one at a time.
+    renew: Mutex<()>,
+    generation: AtomicU64,
+    logins: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PbClient {
+    /// Builds the client from the configuration; no network traffic yet.
+    pub fn new(config: &Config) -> Result<PbClient, Error> {
+        let agent = outbound::agent(
+            config.pb_timeout,
+            config.workers + 2,
+            config.pb_ca_file.as_deref(),
+        )?;
+        Ok(PbClient {
+            base: config.pb_url.clone(),
+            login: config.pb_login.clone(),
+            secret: config.pb_secret.clone(),
+            agent,
+            session: Mutex::new(None),
+            renew: Mutex::new(()),
+            generation: AtomicU64::new(0),
+            logins: AtomicU64::new(0),
+        })
+    }
+
+    /// Successful logins so far.
+    pub fn logins(&self) -> u64 {
+        self.logins.load(Ordering::Relaxed)
+    }
+
+    /// The login name (for basic auth to ESPF).
+    pub fn login_name(&self) -> &str {
+        &self.login
+    }
+
+    /// The password, when the configuration has one (for basic auth to ESPF).
+    pub fn password(&self) -> Option<&str> {
+        match &self.secret {
+            PbSecret::Password(p) => Some(p),
+            PbSecret::Token(_) => None,
+        }
+    }
+
+    /// A valid access token and its generation, logging in or refreshing if needed.
+    pub fn token(&self) -> Result<(String, u64), PbError> {
+        if let Some(s) = lock(&self.session).clone() {
+            let fresh = s
+                .expires_at
+                .is_none_or(|t| now_ms() < t - REFRESH_MARGIN_MS);
+            if fresh {
+                return Ok((s.access_token, s.generation));
+            }
+            return self.renew(Some(s.generation));
+        }
+        self.renew(None)
+    }
+
+    /// Replaces the session unless another thread already did since `stale` was seen.
+    /// `stale` None means "there is no session yet".
+    pub fn renew(&self, stale: Option<u64>) -> Result<(String, u64), PbError> {
+        let _one_at_a_time = lock(&self.renew);
+        if let Some(s) = lock(&self.session).clone() {
+            let fresh = s
+                .expires_at
+                .is_none_or(|t| now_ms() < t - REFRESH_MARGIN_MS);
+            if Some(s.generation) != stale && fresh {
+                return Ok((s.access_token, s.generation));
+            }
+        }
+        let old = lock(&self.session).take();
+        // An expiring (not rejected) token is refreshed; a rejected one means a new login.
+        let refreshed = match old {
+            Some(s)
+                if s.expires_at
+                    .is_some_and(|t| now_ms() >= t - REFRESH_MARGIN_MS) =>
+            {
+                s.refresh_token.and_then(|rt| {
+                    self.post(
+                        "Session",
+                        "refresh_access_token",
+                        &json!({"params": {"refresh_token": rt}}),
+                        None,
+                    )
+                    .ok()
+                })
+            }
+            _ => None,
+        };
+        let reply = match refreshed {
+            Some(r) => r,
+            None => self.open_session()?,
+        };
+        let session = self.session_from(&reply)?;
+        let out = (session.access_token.clone(), session.generation);
+        *lock(&self.session) = Some(session);
+        Ok(out)
+    }
+
+    fn open_session(&self) -> Result<Value, PbError> {
+        let params = match &self.secret {
+            PbSecret::Password(p) => json!({"login": self.login, "password": p}),
+            PbSecret::Token(t) => json!({"login": self.login, "token": t}),
+        };
+        match self.post("Session", "login", &json!({ "params": params }), None) {
+            Ok(v) => {
+                self.logins.fetch_add(1, Ordering::Relaxed);
+                log::info!("PortaBilling: logged in as {}", self.login);
+                Ok(v)
+            }
+            Err(PbError::Fault { code, text }) => {
+                log::error!(
+                    "PortaBilling refused the login of {} ({code}: {text}); check ESPFD_PB_LOGIN and ESPFD_PB_PASSWORD/ESPFD_PB_TOKEN",
+                    self.login
+                );
+                Err(PbError::LoginRefused { code, text })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn session_from(&self, reply: &Value) -> Result<Session, PbError> {
+        let Some(access_token) = reply.get("access_token").and_then(Value::as_str) else {
+            return Err(PbError::Transport(
+                "session reply has no access_token".into(),
+            ));
+        };
+        let expires_at = reply
+            .get("expires_in")
+            .and_then(Value::as_i64)
+            .map(|s| now_ms() + s * 1000)
+            .or_else(|| {
+                reply
+                    .get("expires_at")
+                    .and_then(Value::as_str)
+                    .and_then(parse_utc)
+            });
+        let previous_refresh = lock(&self.session)
+            .as_ref()
+            .and_then(|s| s.refresh_token.clone());
+        Ok(Session {
+            access_token: access_token.to_string(),
+            refresh_token: reply
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or(previous_refresh),
+            expires_at,
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+        })
+    }
+
+    /// Calls `<Service>/<method>` with `params`, renewing the session once on an auth fault.
+    pub fn call(&self, service: &str, method: &str, params: Value) -> Result<Value, PbError> {
+        let body = json!({ "params": params });
+        let (token, generation) = self.token()?;
+        match self.post(service, method, &body, Some(&token)) {
+            Err(PbError::Fault { code, .. }) if AUTH_FAULTS.contains(&code.as_str()) => {
+                log::info!("PortaBilling: session rejected ({code}); logging in again");
+                let (token, _) = self.renew(Some(generation))?;
+                self.post(service, method, &body, Some(&token))
+            }
+            other => other,
+        }
+    }
+
+    fn post(
+        &self,
+        service: &str,
+        method: &str,
+        body: &Value,
+        bearer: Option<&str>,
+    ) -> Result<Value, PbError> {
+        let url = format!("{}/rest/{service}/{method}", self.base);
+        let mut req = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json");
+        if let Some(t) = bearer {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let started = std::time::Instant::now();
+        let mut resp = req
+            .send(body.to_string())
+            .map_err(|e| PbError::Transport(format!("{service}/{method}: {e}")))?;
+        let status = resp.status().as_u16();
+        let text = outbound::body_text(&mut resp, MAX_REPLY).map_err(PbError::Transport)?;
+        log::debug!(
+            "PortaBilling {service}/{method}: {status} in {} ms",
+            started.elapsed().as_millis()
+        );
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        match (status, parsed) {
+            (200, Some(v @ Value::Object(_))) => Ok(v),
+            (200, _) => Err(PbError::Transport(format!(
+                "{service}/{method}: reply is not a JSON object"
+            ))),
+            (500, Some(v)) if v.get("faultcode").is_some() => Err(PbError::Fault {
+                code: v["faultcode"].as_str().unwrap_or("").to_string(),
+                text: v
+                    .get("faultstring")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            }),
+            (s, _) => Err(PbError::Transport(format!(
+                "{service}/{method}: HTTP {s} without a fault"
+            ))),
+        }
+    }
+
+    /// Looks up the entity an event names. `Ok(None)` when PortaBilling does not know it
+    /// (`{}` or an empty list), e.g. because it was deleted.
+    pub fn lookup(&self, entity: &EntityRef) -> Result<Option<Value>, PbError> {
+        let id = || -> Value {
+            entity
+                .id
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or(Value::Null)
+        };
+        let (service, method, params, key) = match entity.kind {
+            EntityKind::Account => (
+                "Account",
+                "get_account_info",
+                json!({"i_account": id()}),
+                "account_info",
+            ),
+            EntityKind::Customer => (
+                "Customer",
+                "get_customer_info",
+                json!({"i_customer": id()}),
+                "customer_info",
+            ),
+            EntityKind::Invoice => (
+                "Invoice",
+                "get_invoice_info",
+                json!({"i_invoice": id()}),
+                "invoice_info",
+            ),
+            EntityKind::Did => {
+                let reply = self.call(
+                    "DID",
+                    "get_number_list",
+                    json!({"number": entity.id, "limit": 10, "offset": 0}),
+                )?;
+                let found = reply
+                    .get("number_list")
+                    .and_then(Value::as_array)
+                    .and_then(|list| {
+                        list.iter().find(|d| {
+                            d.get("number").and_then(Value::as_str) == Some(entity.id.as_str())
+                        })
+                    })
+                    .cloned();
+                return Ok(found);
+            }
+        };
+        let reply = self.call(service, method, params)?;
+        Ok(reply
+            .get(key)
+            .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+            .cloned())
+    }
+}

@@ -1,0 +1,575 @@
+//! The event store: one SQLite file (`espfd.db`) in the state directory.
+//!
+//! Every write goes through one writer thread that commits in groups: it takes every write
+//! that arrived while the previous commit was running, applies them in one transaction and
+//! one fsync (WAL, `synchronous=FULL`), and only then answers each caller. So a 200 to ESPF is
+//! never sent before its event is on disk, yet the disk's fsync rate does not cap ingest.
+//!
+//! Reads (workers, the `events` command) use their own connections; WAL lets them run
+//! alongside the writer.
+//!
+//! Event states: `queued` (to process), `retry` (waiting for `next_at`), `report` (the target
+//! is done, the status report to ESPF is still owed), and the final `done`, `failed`,
+//! `in_progress` (the target accepted and will call back).
+
+use std::path::{Path, PathBuf};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::Error;
+use crate::util::fnv1a;
+
+/// Most writes applied in one transaction.
+const MAX_BATCH: usize = 2048;
+/// Depth of the write queue; beyond it inserts are refused (503) instead of waiting.
+const QUEUE_DEPTH: usize = 8192;
+
+/// States that still need a worker.
+const OPEN_STATES: &str = "('queued','retry','report')";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq          INTEGER PRIMARY KEY,   -- arrival order
+    i_event      INTEGER NOT NULL UNIQUE,
+    event_type   TEXT NOT NULL,
+    body         TEXT NOT NULL,         -- the JSON as ESPF sent it
+    entity       TEXT NOT NULL,         -- ordering key, e.g. account:1000889
+    lane         INTEGER NOT NULL,
+    state        TEXT NOT NULL,
+    received_at  INTEGER NOT NULL,      -- unix ms
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      INTEGER NOT NULL DEFAULT 0,
+    status       TEXT,                  -- last status decided: OK, IN_PROGRESS, RETRY, FAILED
+    message      TEXT,
+    retry_reported INTEGER NOT NULL DEFAULT 0,
+    finished_at  INTEGER
+);
+CREATE INDEX IF NOT EXISTS events_open_lane ON events(lane, seq)
+    WHERE state IN ('queued','retry','report');
+CREATE INDEX IF NOT EXISTS events_open_entity ON events(entity, seq)
+    WHERE state IN ('queued','retry','report');
+CREATE TABLE IF NOT EXISTS attempts (
+    i_event  INTEGER NOT NULL,
+    attempt  INTEGER NOT NULL,
+    at       INTEGER NOT NULL,          -- unix ms
+    outcome  TEXT NOT NULL,
+    detail   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_event ON attempts(i_event);
+";
+
+/// An event to store.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub i_event: i64,
+    pub event_type: String,
+    pub body: String,
+    pub entity: String,
+    pub received_at: i64,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Newly stored, on this lane.
+    Stored { lane: usize },
+    /// This `i_event` was already stored; nothing changed.
+    Repeat,
+}
+
+/// A state change decided by a worker.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub seq: i64,
+    pub i_event: i64,
+    /// New state: `queued`, `retry`, `report`, `done`, `failed` or `in_progress`.
+    pub state: &'static str,
+    /// The attempt counter after this attempt.
+    pub attempts: i64,
+    /// When a `retry` or `report` is due (unix ms).
+    pub next_at: i64,
+    pub status: Option<String>,
+    pub message: Option<String>,
+    pub retry_reported: bool,
+    /// A row for the attempts table: (outcome, detail).
+    pub attempt_log: Option<(String, String)>,
+}
+
+/// A stored event as a worker or the CLI sees it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub seq: i64,
+    pub i_event: i64,
+    pub event_type: String,
+    pub body: String,
+    pub entity: String,
+    pub lane: i64,
+    pub state: String,
+    pub received_at: i64,
+    pub attempts: i64,
+    pub next_at: i64,
+    pub status: Option<String>,
+    pub message: Option<String>,
+    pub retry_reported: bool,
+    pub finished_at: Option<i64>,
+}
+
+enum Op {
+    Insert(NewEvent, Sender<Result<Inserted, Error>>),
+    Update(Update, Sender<Result<(), Error>>),
+    /// Apply what came before, then exit.
+    Stop,
+}
+
+/// The store's write side; clone freely (clones share the writer thread).
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    lanes: usize,
+    ops: Sender<Op>,
+}
+
+/// The writer thread; [`WriterThread::join`] stops it.
+pub struct WriterThread {
+    ops: Sender<Op>,
+    handle: JoinHandle<()>,
+}
+
+impl WriterThread {
+    /// Applies every write queued so far, then stops the writer. Later writes through any
+    /// [`Store`] clone fail with [`Error::Closed`].
+    pub fn join(self) {
+        let _ = self.ops.send(Op::Stop);
+        let _ = self.handle.join();
+    }
+}
+
+fn db_err(op: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+    move |e| Error::Store {
+        op,
+        detail: e.to_string(),
+    }
+}
+
+/// Maps an ordering key to a lane.
+pub fn lane_of(entity: &str, lanes: usize) -> usize {
+    (fnv1a(entity.as_bytes()) % lanes as u64) as usize
+}
+
+impl Store {
+    /// Opens (creating if needed) `<dir>/espfd.db` and starts the writer thread. Unfinished
+    /// events are re-assigned to lanes if the lane count changed since the last run.
+    pub fn open(dir: &Path, lanes: usize) -> Result<(Store, WriterThread), Error> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::io(
+                format!("ESPFD_STATE_DIR: cannot create {}", dir.display()),
+                e,
+            )
+        })?;
+        let path = dir.join("espfd.db");
+        let conn = Connection::open(&path).map_err(|e| Error::Store {
+            op: "open",
+            detail: format!("{}: {e} (check ESPFD_STATE_DIR)", path.display()),
+        })?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(db_err("open"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err("set synchronous"))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(db_err("create schema"))?;
+        relane(&conn, lanes)?;
+
+        let (tx, rx) = bounded(QUEUE_DEPTH);
+        let handle = thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(conn, rx, lanes))
+            .map_err(|e| Error::io("cannot start the store writer thread", e))?;
+        Ok((
+            Store {
+                path,
+                lanes,
+                ops: tx.clone(),
+            },
+            WriterThread { ops: tx, handle },
+        ))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores an event durably, or finds it is a repeat. Never waits for queue space: a full
+    /// queue is [`Error::Overloaded`].
+    pub fn insert(&self, ev: NewEvent) -> Result<Inserted, Error> {
+        let (tx, rx) = bounded(1);
+        match self.ops.try_send(Op::Insert(ev, tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(Error::Overloaded),
+            Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
+        }
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Applies a worker's state change durably (waits for queue space).
+    pub fn update(&self, up: Update) -> Result<(), Error> {
+        let (tx, rx) = bounded(1);
+        self.ops
+            .send(Op::Update(up, tx))
+            .map_err(|_| Error::Closed)?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// The lane count this store was opened with.
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// A new read connection.
+    pub fn reader(&self) -> Result<Reader, Error> {
+        Reader::open(&self.path)
+    }
+}
+
+fn relane(conn: &Connection, lanes: usize) -> Result<(), Error> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT seq, entity, lane FROM events WHERE state IN {OPEN_STATES}"
+        ))
+        .map_err(db_err("read open events"))?;
+    let moves: Vec<(i64, i64)> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(db_err("read open events"))?
+        .filter_map(Result::ok)
+        .filter_map(|(seq, entity, lane)| {
+            let want = lane_of(&entity, lanes) as i64;
+            (want != lane).then_some((seq, want))
+        })
+        .collect();
+    if !moves.is_empty() {
+        let tx = conn.unchecked_transaction().map_err(db_err("re-lane"))?;
+        for (seq, lane) in &moves {
+            tx.execute(
+                "UPDATE events SET lane = ?1 WHERE seq = ?2",
+                params![lane, seq],
+            )
+            .map_err(db_err("re-lane"))?;
+        }
+        tx.commit().map_err(db_err("re-lane"))?;
+        log::info!(
+            "re-assigned {} unfinished events to {lanes} lanes",
+            moves.len()
+        );
+    }
+    Ok(())
+}
+
+fn writer_loop(conn: Connection, rx: Receiver<Op>, lanes: usize) {
+    let mut batch: Vec<Op> = Vec::with_capacity(256);
+    let mut stopping = false;
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        if let Some(i) = batch.iter().position(|op| matches!(op, Op::Stop)) {
+            stopping = true;
+            batch.truncate(i);
+        }
+        apply_batch(&conn, &mut batch, lanes);
+        if stopping {
+            // Writes queued behind the stop are answered "closed" as the channel drops.
+            return;
+        }
+        if batch.capacity() > 4096 {
+            batch.shrink_to(256);
+        }
+    }
+}
+
+fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize) {
+    let mut results: Vec<Result<Inserted, Error>> = Vec::with_capacity(batch.len());
+    let outcome = (|| -> Result<(), Error> {
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(db_err("begin"))?;
+        let body = (|| -> Result<(), Error> {
+            for op in batch.iter() {
+                match op {
+                    Op::Insert(ev, _) => results.push(insert_one(conn, ev, lanes)),
+                    Op::Update(up, _) => {
+                        update_one(conn, up)?;
+                        results.push(Ok(Inserted::Repeat));
+                    }
+                    Op::Stop => results.push(Ok(Inserted::Repeat)),
+                }
+            }
+            Ok(())
+        })();
+        match body {
+            Ok(()) => conn.execute_batch("COMMIT").map_err(db_err("commit")),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    })();
+    for (i, op) in batch.drain(..).enumerate() {
+        match op {
+            Op::Insert(_, reply) => {
+                let r = match &outcome {
+                    Ok(()) => results
+                        .get(i)
+                        .map(clone_result)
+                        .unwrap_or(Err(Error::Closed)),
+                    Err(e) => Err(store_err_again(e)),
+                };
+                let _ = reply.send(r);
+            }
+            Op::Update(_, reply) => {
+                let r = match &outcome {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(store_err_again(e)),
+                };
+                let _ = reply.send(r);
+            }
+            Op::Stop => {}
+        }
+    }
+    if let Err(e) = outcome {
+        log::error!("{e}");
+    }
+}
+
+fn clone_result(r: &Result<Inserted, Error>) -> Result<Inserted, Error> {
+    match r {
+        Ok(i) => Ok(*i),
+        Err(e) => Err(store_err_again(e)),
+    }
+}
+
+fn store_err_again(e: &Error) -> Error {
+    match e {
+        Error::Store { op, detail } => Error::Store {
+            op,
+            detail: detail.clone(),
+        },
+        other => Error::Other(other.to_string()),
+    }
+}
+
+fn insert_one(conn: &Connection, ev: &NewEvent, lanes: usize) -> Result<Inserted, Error> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO events (i_event, event_type, body, entity, lane, state, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6) ON CONFLICT(i_event) DO NOTHING",
+        )
+        .map_err(db_err("insert"))?;
+    let lane = lane_of(&ev.entity, lanes);
+    let n = stmt
+        .execute(params![
+            ev.i_event,
+            ev.event_type,
+            ev.body,
+            ev.entity,
+            lane as i64,
+            ev.received_at
+        ])
+        .map_err(db_err("insert"))?;
+    Ok(if n == 1 {
+        Inserted::Stored { lane }
+    } else {
+        Inserted::Repeat
+    })
+}
+
+fn update_one(conn: &Connection, up: &Update) -> Result<(), Error> {
+    let finished = matches!(up.state, "done" | "failed" | "in_progress");
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE events SET state = ?2, attempts = ?3, next_at = ?4, status = ?5, message = ?6,
+                 retry_reported = ?7, finished_at = CASE WHEN ?8 THEN ?9 ELSE NULL END
+             WHERE seq = ?1",
+        )
+        .map_err(db_err("update"))?;
+    let now = crate::util::now_ms();
+    stmt.execute(params![
+        up.seq,
+        up.state,
+        up.attempts,
+        up.next_at,
+        up.status,
+        up.message,
+        up.retry_reported,
+        finished,
+        now
+    ])
+    .map_err(db_err("update"))?;
+    if let Some((outcome, detail)) = &up.attempt_log {
+        conn.prepare_cached("INSERT INTO attempts (i_event, attempt, at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .map_err(db_err("log attempt"))?
+            .execute(params![up.i_event, up.attempts, now, outcome, detail])
+            .map_err(db_err("log attempt"))?;
+    }
+    Ok(())
+}
+
+/// A read connection.
+pub struct Reader {
+    conn: Connection,
+}
+
+const ROW_COLUMNS: &str =
+    "seq, i_event, event_type, body, entity, lane, state, received_at, attempts,
+     next_at, status, message, retry_reported, finished_at";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        seq: r.get(0)?,
+        i_event: r.get(1)?,
+        event_type: r.get(2)?,
+        body: r.get(3)?,
+        entity: r.get(4)?,
+        lane: r.get(5)?,
+        state: r.get(6)?,
+        received_at: r.get(7)?,
+        attempts: r.get(8)?,
+        next_at: r.get(9)?,
+        status: r.get(10)?,
+        message: r.get(11)?,
+        retry_reported: r.get(12)?,
+        finished_at: r.get(13)?,
+    })
+}
+
+impl Reader {
+    /// Opens a read connection to an existing store file.
+    pub fn open(path: &Path) -> Result<Reader, Error> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| Error::Store {
+            op: "open for reading",
+            detail: format!("{}: {e}", path.display()),
+        })?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(db_err("open for reading"))?;
+        // A small page cache per reader keeps the resident set small.
+        conn.pragma_update(None, "cache_size", -512)
+            .map_err(db_err("open for reading"))?;
+        Ok(Reader { conn })
+    }
+
+    /// Events of `lane` that are due at `now`, in arrival order, skipping any whose entity
+    /// has an earlier unfinished event (order per entity holds).
+    pub fn due(&self, lane: usize, now: i64, limit: usize) -> Result<Vec<Row>, Error> {
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM events e
+             WHERE lane = ?1 AND state IN {OPEN_STATES} AND next_at <= ?2
+               AND NOT EXISTS (SELECT 1 FROM events p WHERE p.entity = e.entity
+                               AND p.state IN {OPEN_STATES} AND p.seq < e.seq)
+             ORDER BY seq LIMIT ?3"
+        );
+        let mut stmt = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(db_err("read due events"))?;
+        let rows = stmt
+            .query_map(params![lane as i64, now, limit as i64], row)
+            .map_err(db_err("read due events"))?
+            .collect::<rusqlite::Result<Vec<Row>>>()
+            .map_err(db_err("read due events"))?;
+        Ok(rows)
+    }
+
+    /// The earliest `next_at` among the events of `lane` that are first in line for their
+    /// entity (a later event of a waiting entity is not due before its predecessor).
+    pub fn next_due(&self, lane: usize) -> Result<Option<i64>, Error> {
+        let sql = format!(
+            "SELECT MIN(next_at) FROM events e WHERE lane = ?1 AND state IN {OPEN_STATES}
+               AND NOT EXISTS (SELECT 1 FROM events p WHERE p.entity = e.entity
+                               AND p.state IN {OPEN_STATES} AND p.seq < e.seq)"
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .map_err(db_err("read next due"))?
+            .query_row(params![lane as i64], |r| r.get(0))
+            .map_err(db_err("read next due"))
+    }
+
+    /// One event by `i_event`.
+    pub fn get(&self, i_event: i64) -> Result<Option<Row>, Error> {
+        let sql = format!("SELECT {ROW_COLUMNS} FROM events WHERE i_event = ?1");
+        self.conn
+            .prepare_cached(&sql)
+            .map_err(db_err("read event"))?
+            .query_row(params![i_event], row)
+            .optional()
+            .map_err(db_err("read event"))
+    }
+
+    /// Events, newest first, optionally only those in `state`.
+    pub fn list(&self, state: Option<&str>, limit: usize) -> Result<Vec<Row>, Error> {
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM events WHERE (?1 IS NULL OR state = ?1) ORDER BY seq DESC LIMIT ?2"
+        );
+        let mut stmt = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(db_err("list events"))?;
+        let rows = stmt
+            .query_map(params![state, limit as i64], row)
+            .map_err(db_err("list events"))?
+            .collect::<rusqlite::Result<Vec<Row>>>()
+            .map_err(db_err("list events"))?;
+        Ok(rows)
+    }
+
+    /// The attempts logged for an event: (attempt, at, outcome, detail).
+    pub fn attempts(&self, i_event: i64) -> Result<Vec<(i64, i64, String, String)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT attempt, at, outcome, detail FROM attempts WHERE i_event = ?1 ORDER BY rowid")
+            .map_err(db_err("read attempts"))?;
+        let rows = stmt
+            .query_map(params![i_event], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(db_err("read attempts"))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err("read attempts"))?;
+        Ok(rows)
+    }
+
+    /// How many events still need a worker.
+    pub fn open_count(&self) -> Result<i64, Error> {
+        self.conn
+            .query_row(
+                &format!("SELECT COUNT(*) FROM events WHERE state IN {OPEN_STATES}"),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_err("count open events"))
+    }
+
+    /// How many events are stored in all.
+    pub fn total_count(&self) -> Result<i64, Error> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .map_err(db_err("count events"))
+    }
+}

@@ -21,7 +21,7 @@ pub mod outbound;
 pub mod pipeline;
 pub mod portabilling;
 pub mod service;
-// pub mod sim;
+pub mod sim;
 pub mod store;
 pub mod target;
 pub mod util;

@@ -31,7 +31,7 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
             service::run(&config)?;
             Ok(ExitCode::SUCCESS)
         }
-        // ["demo"] => cli::demo::run(),
+        ["demo"] => cli::demo::run(),
         ["help", "env"] => {
             print!("{}", help_env());
             Ok(ExitCode::SUCCESS)

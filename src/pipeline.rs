@@ -96,6 +96,11 @@ impl Ctx {
 pub struct Wakers(Arc<Vec<Sender<()>>>);
 
 impl Wakers {
+    /// Wakers for `lanes` lanes that have no worker (an ingress on its own, in tests).
+    pub fn unconnected(lanes: usize) -> Wakers {
+        Wakers(Arc::new((0..lanes).map(|_| bounded(1).0).collect()))
+    }
+
     /// Tells lane `lane` there is work. Never blocks.
     pub fn wake(&self, lane: usize) {
         if let Some(tx) = self.0.get(lane) {

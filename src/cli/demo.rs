@@ -39,7 +39,11 @@ pub fn run() -> Result<ExitCode, Error> {
     let sim_cfg = SimConfig::default();
     sim.script_target(7617, &[(503, None)]);
 
-    let state_dir = std::env::temp_dir().join(format!("espfd-demo-{}-{}", std::process::id(), crate::util::now_ms()));
+    let state_dir = std::env::temp_dir().join(format!(
+        "espfd-demo-{}-{}",
+        std::process::id(),
+        crate::util::now_ms()
+    ));
     let mut raw = RawConfig::from_lookup(|_| None)?;
     raw.set("ESPFD_LISTEN", "127.0.0.1:0")
         .set("ESPFD_AUTH", "basic")
@@ -57,46 +61,63 @@ pub fn run() -> Result<ExitCode, Error> {
 
     println!("espfd demo");
     println!("  simulated PortaBilling + ESPF API at {}", sim.url());
-    println!("  simulated target (your HSS/PCRF/CRM...) at {}", sim.target_url());
+    println!(
+        "  simulated target (your HSS/PCRF/CRM...) at {}",
+        sim.target_url()
+    );
     println!("  event store in {}", state_dir.display());
 
     let (tx, rx) = unbounded();
     let service = Service::start(&config, Some(tx))?;
     let url = format!("http://{}{}", service.local_addr(), config.events_path);
-    println!("  espfd listening at {url} (basic auth {DEMO_USER}:***)\n");
+    println!("  espfd listening at {url} (basic auth {DEMO_USER}:***)");
 
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
         .into();
-    let auth = format!("Basic {}", base64_encode(format!("{DEMO_USER}:{DEMO_PASSWORD}").as_bytes()));
+    let auth = format!(
+        "Basic {}",
+        base64_encode(format!("{DEMO_USER}:{DEMO_PASSWORD}").as_bytes())
+    );
     let mut expected = BTreeSet::new();
+    let mut finished = BTreeSet::new();
     let mut ok = true;
+    let follow = |until: Instant, finished: &mut BTreeSet<i64>| {
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            let Ok(step) = rx.recv_timeout(left) else {
+                break;
+            };
+            print_step(&step);
+            if let Step::Finished { i_event, .. } = step {
+                finished.insert(i_event);
+            }
+        }
+    };
     for (what, body) in events() {
         let reply = agent
             .post(&url)
             .header("Content-Type", "application/json")
             .header("Authorization", &auth)
-            .header("Date", crate::util::format_http_date(crate::util::now_ms() / 1000))
+            .header(
+                "Date",
+                crate::util::format_http_date(crate::util::now_ms() / 1000),
+            )
             .send(body.as_str());
         let code = reply.map(|r| r.status().as_u16()).unwrap_or(0);
-        println!("ESPF → espfd: {what}: HTTP {code}");
+        println!("\nESPF → espfd: {what}: HTTP {code}");
         ok &= code == 200;
         if let Ok(ev) = crate::event::Event::parse(body.as_bytes()) {
             expected.insert(ev.i_event);
         }
+        // Show what happens to this event before sending the next one.
+        follow(Instant::now() + Duration::from_millis(250), &mut finished);
     }
     println!();
-
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut finished = BTreeSet::new();
     while finished.len() < expected.len() && Instant::now() < deadline {
-        let Ok(step) = rx.recv_timeout(Duration::from_millis(200)) else { continue };
-        print_step(&step);
-        if let Step::Finished { i_event, .. } = step {
-            finished.insert(i_event);
-        }
+        follow(Instant::now() + Duration::from_millis(200), &mut finished);
     }
     // Let any late steps print.
     while let Ok(step) = rx.recv_timeout(Duration::from_millis(100)) {
@@ -109,10 +130,16 @@ pub fn run() -> Result<ExitCode, Error> {
     let statuses = sim.statuses();
     let first_calls = calls.iter().filter(|c| c.doc["i_event"] == 7615).count();
     println!("\nWhat the simulators saw:");
-    println!("  target calls: {} (i_event 7615 delivered {first_calls} time(s) despite the repeat)", calls.len());
+    println!(
+        "  target calls: {} (i_event 7615 delivered {first_calls} time(s) despite the repeat)",
+        calls.len()
+    );
     println!("  ESPF status reports: {}", statuses.len());
     for s in &statuses {
-        println!("    i_account {}: {} [{}] {}", s.i_account, s.status, s.group, s.message);
+        println!(
+            "    i_account {}: {} [{}] {}",
+            s.i_account, s.status, s.group, s.message
+        );
     }
     println!("  PortaBilling logins: {logins}");
     sim.shutdown();
@@ -132,24 +159,50 @@ pub fn run() -> Result<ExitCode, Error> {
 
 fn print_step(step: &Step) {
     match step {
-        Step::Received { i_event, event_type, entity, repeat } => {
+        Step::Received {
+            i_event,
+            event_type,
+            entity,
+            repeat,
+        } => {
             if *repeat {
                 println!("[{i_event}] received again: already stored, not processed a second time");
             } else {
                 println!("[{i_event}] received {event_type} ({entity}), stored durably");
             }
         }
-        Step::LookedUp { i_event, entity, found } => {
-            let what = if *found { "found" } else { "not found (sent to the target as null)" };
+        Step::LookedUp {
+            i_event,
+            entity,
+            found,
+        } => {
+            let what = if *found {
+                "found"
+            } else {
+                "not found (sent to the target as null)"
+            };
             println!("[{i_event}] looked up {entity} in PortaBilling: {what}");
         }
         Step::Delivered { i_event, outcome } => println!("[{i_event}] sent to target: {outcome}"),
-        Step::Reported { i_event, i_account, status } => {
+        Step::Reported {
+            i_event,
+            i_account,
+            status,
+        } => {
             println!("[{i_event}] reported {status} to ESPF for i_account {i_account}")
         }
-        Step::Retrying { i_event, attempt, delay_ms, reason } => {
+        Step::Retrying {
+            i_event,
+            attempt,
+            delay_ms,
+            reason,
+        } => {
             println!("[{i_event}] attempt {attempt} failed ({reason}); retrying in {delay_ms} ms")
         }
-        Step::Finished { i_event, state, message } => println!("[{i_event}] finished: {state} ({message})"),
+        Step::Finished {
+            i_event,
+            state,
+            message,
+        } => println!("[{i_event}] finished: {state} ({message})"),
     }
 }

@@ -1,6 +1,7 @@
 //! Subcommands other than the service itself.
 
-// pub mod demo;
+pub mod demo;
+pub mod load;
 
 /// `espfd --help`.
 pub const USAGE: &str = "\

@@ -1,0 +1,168 @@
+//! The real `espfd` binary: start-up errors, kill -9 and restart on the same state dir, the
+//! demo.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use espfd::sim::{Sim, SimConfig};
+
+use crate::harness::{account_event, basic, eventually, post, TempDir, PASSWORD, USER};
+
+const BIN: &str = env!("CARGO_BIN_EXE_espfd");
+
+#[test]
+fn configuration_errors_name_the_variable_and_nothing_listens() {
+    let port = free_port();
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ESPFD_AUTH_USER", "u")
+        .env("ESPFD_AUTH_PASSWORD", "p")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ESPFD_PB_URL"), "{err}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("ESPFD_WORKERS", "many")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ESPFD_"), "{err}");
+}
+
+#[test]
+fn help_env_lists_variables_with_defaults() {
+    let out = Command::new(BIN).args(["help", "env"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for v in [
+        "ESPFD_LISTEN",
+        "ESPFD_WORKERS",
+        "ESPFD_STATE_DIR",
+        "ESPFD_PB_PASSWORD*",
+        "default: /var/lib/espfd",
+    ] {
+        assert!(text.contains(v), "{v} missing");
+    }
+    let out = Command::new(BIN).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_daemon(sim: &Sim, state: &TempDir, port: u16) -> Daemon {
+    let sc = SimConfig::default();
+    let child = Command::new(BIN)
+        .env_clear()
+        .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ESPFD_AUTH_USER", USER)
+        .env("ESPFD_AUTH_PASSWORD", PASSWORD)
+        .env("ESPFD_PB_URL", sim.url())
+        .env("ESPFD_PB_LOGIN", sc.login)
+        .env("ESPFD_PB_PASSWORD", sc.password)
+        .env("ESPFD_GROUP", "HSS")
+        .env("ESPFD_TARGET_URL", sim.target_url())
+        .env("ESPFD_RETRY_INITIAL", "100ms")
+        .env("ESPFD_RETRY_MAX_DELAY", "500ms")
+        .env("ESPFD_STATE_DIR", &state.0)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    Daemon(child)
+}
+
+#[test]
+fn kill_9_with_pending_events_then_restart_completes_them() {
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    sim.set_target_failure_rate(1.0);
+    let state = TempDir::new("kill");
+    let port = free_port();
+    let mut daemon = start_daemon(&sim, &state, port);
+    let url = format!("http://127.0.0.1:{port}/events");
+    let auth = basic(USER, PASSWORD);
+    let ids: Vec<i64> = (1..=30).collect();
+    for &i in &ids {
+        assert_eq!(
+            post(
+                &url,
+                Some(&auth),
+                &account_event("Subscriber/Updated", i, 1000 + i % 4)
+            )
+            .0,
+            200
+        );
+    }
+    assert!(eventually(Duration::from_secs(5), || !sim
+        .target_calls()
+        .is_empty()));
+    daemon.0.kill().unwrap(); // SIGKILL
+    let _ = daemon.0.wait();
+    drop(daemon);
+
+    sim.set_target_failure_rate(0.0);
+    let _daemon = start_daemon(&sim, &state, port);
+    let all_ok = eventually(Duration::from_secs(30), || {
+        let calls = sim.target_calls();
+        ids.iter().all(|i| {
+            calls
+                .iter()
+                .any(|c| c.doc["i_event"] == *i && c.status == 200)
+        })
+    });
+    assert!(
+        all_ok,
+        "every acknowledged event reached the target after the restart"
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        let ok: std::collections::HashSet<i64> = sim
+            .statuses()
+            .iter()
+            .filter(|s| s.status == "OK")
+            .map(|s| s.i_account)
+            .collect();
+        (1000..1004).all(|a| ok.contains(&a))
+    }));
+}
+
+#[test]
+fn demo_runs_and_exits_zero() {
+    let out = Command::new(BIN)
+        .arg("demo")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("demo OK"), "{text}");
+    assert!(text.contains("reported OK to ESPF"), "{text}");
+    assert!(text.contains("not processed a second time"), "{text}");
+}

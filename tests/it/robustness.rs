@@ -1,0 +1,180 @@
+//! Bad input never panics and never hangs the listener: malformed JSON, wrong types, huge
+//! heads and bodies, truncated requests, clients that connect and say nothing.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::harness::{basic, Harness, PASSWORD, USER};
+
+fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn healthy(addr: SocketAddr) -> bool {
+    raw_exchange(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn hostile_requests_get_4xx_and_the_listener_stays_up() {
+    let h = Harness::with(|raw| {
+        raw.set("ESPFD_READ_TIMEOUT", "1s");
+    });
+    let addr = h.service.as_ref().unwrap().local_addr();
+    let auth = basic(USER, PASSWORD);
+    let post = |body: &str| {
+        format!("POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"GARBAGE\r\n\r\n".to_vec(), "400"),
+        (b"\x00\x01\x02\x03\r\n\r\n".to_vec(), "400"),
+        (
+            post("{\"event_type\":[1,2],\"variables\":{}}").into_bytes(),
+            "400",
+        ),
+        (
+            post("{\"event_type\":\"X\",\"variables\":{\"i_event\":1e400}}").into_bytes(),
+            "400",
+        ),
+        (post(&"[".repeat(10_000)).into_bytes(), "400"),
+        (
+            post("{\"event_type\":\"X\",\"variables\":{\"i_event\":99999999999999999999999}}")
+                .into_bytes(),
+            "400",
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(1 << 20)).into_bytes(),
+            "431",
+        ),
+        (
+            format!("POST /events HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(100)).into_bytes(),
+            "431",
+        ),
+        (
+            b"POST /events HTTP/1.1\r\nContent-Length: abc\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            b"POST /events HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"
+                .to_vec(),
+            "400",
+        ),
+        (
+            b"POST /events HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            b"POST /events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                .to_vec(),
+            "411",
+        ),
+        (
+            b"POST /events HTTP/1.1\r\nContent-Length: 100000000\r\n\r\n".to_vec(),
+            "413",
+        ),
+        (
+            b"POST /events HTTP/1.1\r\nX: \xff\xfe\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            "400",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let reply = raw_exchange(addr, &bytes);
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {want}")),
+            "{:?} -> {reply:?}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
+        );
+    }
+    // Truncated body: the client promises more than it sends and closes.
+    let reply = raw_exchange(
+        addr,
+        b"POST /events HTTP/1.1\r\nContent-Length: 50\r\n\r\n{\"event_",
+    );
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 4"),
+        "{reply}"
+    );
+    assert!(healthy(addr));
+    assert_eq!(h.reader().total_count().unwrap(), 0);
+}
+
+#[test]
+fn silent_and_trickling_clients_are_cut_off_and_do_not_delay_others() {
+    let h = Harness::with(|raw| {
+        raw.set("ESPFD_READ_TIMEOUT", "1s")
+            .set("ESPFD_IDLE_TIMEOUT", "1s");
+    });
+    let addr = h.service.as_ref().unwrap().local_addr();
+    // Connects and says nothing.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    // Starts a request and then stalls.
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    stalled
+        .write_all(b"POST /events HTTP/1.1\r\nContent-Le")
+        .unwrap();
+
+    let t0 = Instant::now();
+    assert!(healthy(addr));
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "another client was delayed"
+    );
+
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = String::new();
+    let t0 = Instant::now();
+    let _ = silent.read_to_string(&mut buf);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "idle connection not closed"
+    );
+    assert!(buf.is_empty(), "idle close is silent: {buf}");
+
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = String::new();
+    let _ = stalled.read_to_string(&mut buf);
+    assert!(buf.starts_with("HTTP/1.1 408"), "{buf}");
+}
+
+#[test]
+fn keep_alive_serves_many_requests_on_one_connection() {
+    let h = Harness::start();
+    let addr = h.service.as_ref().unwrap().local_addr();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let auth = basic(USER, PASSWORD);
+    // Two requests pipelined in one write, then one more.
+    let mk = |i: i64| {
+        let body = crate::harness::account_event("Subscriber/Updated", i, 1000889);
+        format!("POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    };
+    s.write_all(format!("{}{}", mk(1), mk(2)).as_bytes())
+        .unwrap();
+    s.write_all(mk(3).as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count() < 3 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "connection closed early: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(h.reader().total_count().unwrap(), 3);
+}

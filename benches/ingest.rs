@@ -11,7 +11,7 @@
 //!
 //! The load generator runs on the same cores as espfd, as it would on a small appliance
 //! that also runs other things. Sizes: BENCH_EVENTS_8 (default 20000), BENCH_EVENTS_64
-//! (default 200000).
+//! (default 200000); BENCH_ESPFD_BIN runs another build of espfd (e.g. the static one).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -70,7 +70,11 @@ fn main() {
         l.local_addr().expect("addr").port()
     };
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let child = Command::new(env!("CARGO_BIN_EXE_espfd"))
+    // BENCH_ESPFD_BIN measures another build, e.g. the static musl binary.
+    let bin = std::env::var("BENCH_ESPFD_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_espfd").to_string());
+    println!("binary: {bin}");
+    let child = Command::new(&bin)
         .env_clear()
         .env("ESPFD_LISTEN", addr.to_string())
         .env("ESPFD_AUTH_USER", "espf")

@@ -611,19 +611,9 @@ fn method_not_allowed(allow: &str) -> Response {
 }
 
 /// An integer given as a JSON number or a numeric string (PortaBilling's Perl side is
-/// lenient about that); `None` otherwise.
+/// lenient about that); `None` otherwise. Same rule as the ingress applies to event ids.
 fn int_of(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => {
-            let s = s.trim();
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            s.parse().ok()
-        }
-        _ => None,
-    }
+    crate::event::id_of(v)
 }
 
 #[cfg(test)]

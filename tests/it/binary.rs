@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use espfd::sim::{Sim, SimConfig};
 
-use crate::harness::{account_event, basic, eventually, post, TempDir, PASSWORD, USER};
+use crate::harness::{account_event, basic, eventually, post, sim_env, TempDir, PASSWORD, USER};
 
 const BIN: &str = env!("CARGO_BIN_EXE_espfd");
 
@@ -71,20 +71,11 @@ impl Drop for Daemon {
 }
 
 fn start_daemon(sim: &Sim, state: &TempDir, port: u16) -> Daemon {
-    let sc = SimConfig::default();
     let child = Command::new(BIN)
         .env_clear()
+        .envs(sim_env(sim, state))
         .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ESPFD_AUTH_USER", USER)
-        .env("ESPFD_AUTH_PASSWORD", PASSWORD)
-        .env("ESPFD_PB_URL", sim.url())
-        .env("ESPFD_PB_LOGIN", sc.login)
-        .env("ESPFD_PB_PASSWORD", sc.password)
-        .env("ESPFD_GROUP", "HSS")
-        .env("ESPFD_TARGET_URL", sim.target_url())
-        .env("ESPFD_RETRY_INITIAL", "100ms")
         .env("ESPFD_RETRY_MAX_DELAY", "500ms")
-        .env("ESPFD_STATE_DIR", &state.0)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -64,13 +64,18 @@ pub const VARS: &[Var] = &[
     var("ESPFD_ESPF_FORMAT", Some("form"), "body of status reports: form (x-www-form-urlencoded) | json"),
     var("ESPFD_ESPF_AUTH", Some("bearer"), "status report auth: bearer (PortaBilling session token) | basic (ESPFD_PB_LOGIN + ESPFD_PB_PASSWORD)"),
     var("ESPFD_GROUP", None, "ESPF service group the statuses are reported for, e.g. HSS (required)"),
-    var("ESPFD_TARGET_URL", None, "external system endpoint that receives one JSON document per event (required)"),
+    var("ESPFD_TARGET_URL", None, "external system endpoint that receives one JSON document per event (this or ESPFD_TARGET_EXEC is required)"),
+    var("ESPFD_TARGET_EXEC", None, "command (run by /bin/sh -c) that gets the event document on stdin; exit 0 = OK, 75 = retry later, other = failed"),
+    var("ESPFD_EXEC_TIMEOUT", Some("60s"), "time allowed for one run of ESPFD_TARGET_EXEC before it is killed (and retried)"),
+    secret("ESPFD_CALLBACK_TOKEN", "bearer token a target must send to POST /events/<i_event>/status (asynchronous completion); unset = endpoint off"),
+    var("ESPFD_ASYNC_TIMEOUT", Some("1h"), "how long an IN_PROGRESS event waits for its completion callback before it is FAILED"),
     var("ESPFD_TARGET_TIMEOUT", Some("30s"), "total time allowed for one call to the target"),
     var("ESPFD_WORKERS", Some("4"), "worker threads (lanes); one entity's events always go to the same lane"),
     var("ESPFD_STATE_DIR", Some("/var/lib/espfd"), "directory of the event store (espfd.db); must be writable"),
     var("ESPFD_RETRY_MAX_AGE", Some("24h"), "how long a failing event is retried (from its arrival) before it is FAILED"),
     var("ESPFD_RETRY_INITIAL", Some("2s"), "delay before the first retry; each further retry waits twice as long (with jitter)"),
     var("ESPFD_RETRY_MAX_DELAY", Some("10m"), "longest delay between two retries"),
+    var("ESPFD_SHUTDOWN_GRACE", Some("10s"), "on SIGTERM/SIGINT, time allowed for work in flight before it is left in the store for the next start"),
     var("ESPFD_MAX_CONNECTIONS", Some("256"), "most simultaneous inbound connections; beyond it new ones get 503"),
     var("ESPFD_MAX_BODY", Some("65536"), "largest accepted request body in bytes; larger gets 413"),
     var("ESPFD_MAX_HEADER", Some("8192"), "largest accepted request head (request line + headers) in bytes; larger gets 431"),
@@ -159,6 +164,12 @@ impl RawConfig {
     pub fn set(&mut self, name: &str, value: impl Into<String>) -> &mut Self {
         let var = find_var(name).unwrap_or_else(|| panic!("unknown variable {name}"));
         self.values.insert(var.name, value.into());
+        self
+    }
+
+    /// Removes a value, defaults included (used to switch the target kind in code).
+    pub fn unset(&mut self, name: &str) -> &mut Self {
+        self.values.remove(name);
         self
     }
 
@@ -320,7 +331,22 @@ impl RawConfig {
             }
         };
         let group = self.required("ESPFD_GROUP")?.to_string();
-        let target_url = self.url("ESPFD_TARGET_URL", self.required("ESPFD_TARGET_URL")?)?;
+        let target = match (self.get("ESPFD_TARGET_URL"), self.get("ESPFD_TARGET_EXEC")) {
+            (Some(u), None) => TargetSpec::Http(self.url("ESPFD_TARGET_URL", u)?),
+            (None, Some(cmd)) if !cmd.trim().is_empty() => TargetSpec::Exec(cmd.to_string()),
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "ESPFD_TARGET_EXEC",
+                    "set either ESPFD_TARGET_URL or ESPFD_TARGET_EXEC, not both",
+                ))
+            }
+            _ => {
+                return Err(err(
+                    "ESPFD_TARGET_URL",
+                    "is required (or set ESPFD_TARGET_EXEC)",
+                ))
+            }
+        };
 
         let log_format = match self.required("ESPFD_LOG_FORMAT")? {
             "text" => LogFormat::Text,
@@ -346,7 +372,13 @@ impl RawConfig {
             espf_format,
             espf_auth,
             group,
-            target_url,
+            target,
+            exec_timeout: self.duration("ESPFD_EXEC_TIMEOUT")?,
+            callback_token: self
+                .get("ESPFD_CALLBACK_TOKEN")
+                .map(|t| Secret(t.to_string())),
+            async_timeout: self.duration("ESPFD_ASYNC_TIMEOUT")?,
+            shutdown_grace: self.duration("ESPFD_SHUTDOWN_GRACE")?,
             target_timeout: self.duration("ESPFD_TARGET_TIMEOUT")?,
             workers: self.number("ESPFD_WORKERS", 1, 256)? as usize,
             state_dir: PathBuf::from(self.required("ESPFD_STATE_DIR")?),
@@ -425,6 +457,25 @@ pub enum EspfAuth {
     Basic,
 }
 
+/// A secret value; its `Debug` output is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where events are delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// `POST` of the event document to this URL.
+    Http(String),
+    /// This shell command, with the event document on stdin.
+    Exec(String),
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -479,7 +530,11 @@ pub struct Config {
     pub espf_format: EspfFormat,
     pub espf_auth: EspfAuth,
     pub group: String,
-    pub target_url: String,
+    pub target: TargetSpec,
+    pub exec_timeout: Duration,
+    pub callback_token: Option<Secret>,
+    pub async_timeout: Duration,
+    pub shutdown_grace: Duration,
     pub target_timeout: Duration,
     pub workers: usize,
     pub state_dir: PathBuf,
@@ -521,6 +576,7 @@ mod tests {
             ("ESPFD_PB_PASSWORD", "pw"),
             ("ESPFD_GROUP", "HSS"),
             ("ESPFD_TARGET_URL", "http://127.0.0.1:9000/provision"),
+            ("ESPFD_CALLBACK_TOKEN", "cb-token-123"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -592,7 +648,7 @@ mod tests {
         let c = validate(&base()).unwrap();
         let text = format!("{c:?}");
         assert!(
-            !text.contains("s3cret") && !text.contains("\"pw\""),
+            !text.contains("s3cret") && !text.contains("\"pw\"") && !text.contains("cb-token"),
             "{text}"
         );
     }

@@ -23,13 +23,14 @@ use crate::event::Event;
 use crate::outbound::Failure;
 use crate::portabilling::PbClient;
 use crate::store::{Row, Store, Update};
-use crate::target::{self, HttpTarget, Outcome};
+use crate::target::{self, Delivery, Outcome, Target};
 use crate::util::{format_rfc3339, jitter_u64, now_ms};
 
 /// Events fetched per store query.
 const BATCH: usize = 64;
-/// Longest sleep of an idle worker before it looks at the store again anyway.
-const IDLE_POLL: Duration = Duration::from_secs(30);
+/// Longest sleep of an idle worker before it looks at the store again anyway; this is how
+/// `espfd events replay`, run from another process, is noticed.
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// What happened to an event, for `espfd demo` and tests to follow along.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,11 +76,12 @@ pub struct Ctx {
     pub store: Store,
     pub pb: Arc<PbClient>,
     pub espf: EspfClient,
-    pub target: HttpTarget,
+    pub target: Target,
     pub group: String,
     pub retry_max_age_ms: i64,
     pub retry_initial_ms: i64,
     pub retry_max_delay_ms: i64,
+    pub async_timeout_ms: i64,
     pub observer: Option<Sender<Step>>,
 }
 
@@ -153,14 +155,26 @@ impl Pipeline {
         self.wakers.clone()
     }
 
-    /// Lets each worker finish the event in hand, then stops them. Unfinished events stay in
-    /// the store for the next start.
-    pub fn stop(self) {
+    /// Lets each worker finish the event in hand, for at most `grace`, then stops. Events
+    /// not finished by then stay in the store as they were and are processed again on the
+    /// next start. Returns how many workers were still busy when the grace ran out.
+    pub fn stop(self, grace: Duration) -> usize {
         self.stop.store(true, Ordering::SeqCst);
         self.wakers.wake_all();
-        for w in self.workers {
-            let _ = w.join();
+        let deadline = std::time::Instant::now() + grace;
+        while self.workers.iter().any(|w| !w.is_finished()) && std::time::Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(5));
         }
+        let mut busy = 0;
+        for w in self.workers {
+            if w.is_finished() {
+                let _ = w.join();
+            } else {
+                busy += 1;
+            }
+        }
+        busy
     }
 }
 
@@ -187,7 +201,14 @@ fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool) {
                 continue;
             }
         };
-        if rows.is_empty() {
+        let overdue = reader.overdue(lane, now, BATCH).unwrap_or_default();
+        for row in &overdue {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            expire(ctx, row);
+        }
+        if rows.is_empty() && overdue.is_empty() {
             let wait = match reader.next_due(lane) {
                 Ok(Some(at)) => {
                     Duration::from_millis((at - now).clamp(1, IDLE_POLL.as_millis() as i64) as u64)
@@ -261,7 +282,7 @@ fn process(ctx: &Ctx, row: &Row) {
             conclude(ctx, row, &ev, attempt, Status::Failed, f.message)
         }
         Outcome::Failed(f) => {
-            let age = now_ms() - row.received_at;
+            let age = now_ms() - row.attempts_since();
             if age >= ctx.retry_max_age_ms {
                 let message = format!(
                     "gave up after {attempt} attempts over {} s: {}",
@@ -274,6 +295,18 @@ fn process(ctx: &Ctx, row: &Row) {
             }
         }
     }
+}
+
+/// An IN_PROGRESS event whose completion callback did not come in time: FAILED.
+fn expire(ctx: &Ctx, row: &Row) {
+    let Ok(ev) = Event::parse(row.body.as_bytes()) else {
+        return;
+    };
+    let message = format!(
+        "no completion callback within {} s of IN_PROGRESS (ESPFD_ASYNC_TIMEOUT)",
+        ctx.async_timeout_ms / 1000
+    );
+    conclude(ctx, row, &ev, row.attempts, Status::Failed, message);
 }
 
 /// Looks the entity up and calls the target.
@@ -310,7 +343,17 @@ fn attempt_once(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64) -> Result<Outcom
         ev.entity.as_ref().map(|e| e.kind.name()),
         entity,
     );
-    Ok(ctx.target.deliver(ev.i_event, doc.to_string().as_bytes()))
+    let document = doc.to_string();
+    Ok(ctx.target.deliver(&Delivery {
+        i_event: ev.i_event,
+        event_type: &ev.event_type,
+        entity_kind: ev.entity.as_ref().map(|e| e.kind.name()),
+        entity_id: ev.entity.as_ref().map(|e| e.id.as_str()),
+        i_account: ev.i_account(),
+        attempt,
+        group: &ctx.group,
+        document: document.as_bytes(),
+    }))
 }
 
 /// Reports the status (for events naming an account) and records the end of the event.
@@ -338,7 +381,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
                     status: status.as_str(),
                 });
             }
-            Err(f) if f.transient && now_ms() - row.received_at < ctx.retry_max_age_ms => {
+            Err(f) if f.transient && now_ms() - row.attempts_since() < ctx.retry_max_age_ms => {
                 attempts = if row.state == "report" {
                     attempt + 1
                 } else {
@@ -365,6 +408,10 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
                 message = format!("{message} (status report failed: {})", f.message);
             }
         }
+    }
+    if state == "in_progress" {
+        // The deadline for the completion callback.
+        next_at = now_ms() + ctx.async_timeout_ms;
     }
     let log_line = (status.as_str(), message.as_str());
     save(

@@ -27,8 +27,13 @@ pub const AUTH_FAULTS: &[&str] = &[
     "Client.check_auth.envelope_missed",
 ];
 
-/// Refresh this long before the access token expires.
+/// Refresh at most this long before the access token expires (and at most a fifth of its
+/// lifetime before, so a short-lived token is not refreshed on every call).
 const REFRESH_MARGIN_MS: i64 = 60_000;
+/// First pause after PortaBilling refused a login; doubles up to [`LOGIN_BACKOFF_MAX_MS`].
+/// PortaBilling locks an account out after repeated failed logins, so never hammer it.
+const LOGIN_BACKOFF_MS: i64 = 5_000;
+const LOGIN_BACKOFF_MAX_MS: i64 = 300_000;
 /// Largest reply body read from PortaBilling.
 const MAX_REPLY: u64 = 8 << 20;
 
@@ -64,8 +69,8 @@ impl PbError {
 struct Session {
     access_token: String,
     refresh_token: Option<String>,
-    /// Unix ms after which the token should not be used; `None` when unknown.
-    expires_at: Option<i64>,
+    /// Unix ms after which the token is renewed before use; `None` when its expiry is unknown.
+    refresh_at: Option<i64>,
     /// Bumped on every new token, so a thread can tell whether someone else already renewed.
     generation: u64,
 }
@@ -81,6 +86,21 @@ pub struct PbClient {
     renew: Mutex<()>,
     generation: AtomicU64,
     logins: AtomicU64,
+    refused: Mutex<Option<Refusal>>,
+}
+
+/// The last refused login, and until when no new attempt is made.
+struct Refusal {
+    until: i64,
+    pause: i64,
+    code: String,
+    text: String,
+}
+
+impl Session {
+    fn fresh(&self) -> bool {
+        self.refresh_at.is_none_or(|t| now_ms() < t)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,6 +124,7 @@ impl PbClient {
             renew: Mutex::new(()),
             generation: AtomicU64::new(0),
             logins: AtomicU64::new(0),
+            refused: Mutex::new(None),
         })
     }
 
@@ -127,11 +148,11 @@ impl PbClient {
 
     /// A valid access token and its generation, logging in or refreshing if needed.
     pub fn token(&self) -> Result<(String, u64), PbError> {
-        if let Some(s) = lock(&self.session).clone() {
-            let fresh = s
-                .expires_at
-                .is_none_or(|t| now_ms() < t - REFRESH_MARGIN_MS);
-            if fresh {
+        // Bind first: a guard in an `if let` scrutinee would live through the body, and
+        // renew() takes the same lock.
+        let current = lock(&self.session).clone();
+        if let Some(s) = current {
+            if s.fresh() {
                 return Ok((s.access_token, s.generation));
             }
             return self.renew(Some(s.generation));
@@ -143,31 +164,24 @@ impl PbClient {
     /// `stale` None means "there is no session yet".
     pub fn renew(&self, stale: Option<u64>) -> Result<(String, u64), PbError> {
         let _one_at_a_time = lock(&self.renew);
-        if let Some(s) = lock(&self.session).clone() {
-            let fresh = s
-                .expires_at
-                .is_none_or(|t| now_ms() < t - REFRESH_MARGIN_MS);
-            if Some(s.generation) != stale && fresh {
+        let current = lock(&self.session).clone();
+        if let Some(s) = current {
+            if Some(s.generation) != stale && s.fresh() {
                 return Ok((s.access_token, s.generation));
             }
         }
         let old = lock(&self.session).take();
         // An expiring (not rejected) token is refreshed; a rejected one means a new login.
         let refreshed = match old {
-            Some(s)
-                if s.expires_at
-                    .is_some_and(|t| now_ms() >= t - REFRESH_MARGIN_MS) =>
-            {
-                s.refresh_token.and_then(|rt| {
-                    self.post(
-                        "Session",
-                        "refresh_access_token",
-                        &json!({"params": {"refresh_token": rt}}),
-                        None,
-                    )
-                    .ok()
-                })
-            }
+            Some(s) if !s.fresh() => s.refresh_token.and_then(|rt| {
+                self.post(
+                    "Session",
+                    "refresh_access_token",
+                    &json!({"params": {"refresh_token": rt}}),
+                    None,
+                )
+                .ok()
+            }),
             _ => None,
         };
         let reply = match refreshed {
@@ -181,21 +195,45 @@ impl PbClient {
     }
 
     fn open_session(&self) -> Result<Value, PbError> {
+        if let Some(r) = lock(&self.refused).as_ref() {
+            if now_ms() < r.until {
+                return Err(PbError::LoginRefused {
+                    code: r.code.clone(),
+                    text: format!(
+                        "{} (next login attempt in {} s)",
+                        r.text,
+                        (r.until - now_ms()) / 1000 + 1
+                    ),
+                });
+            }
+        }
         let params = match &self.secret {
             PbSecret::Password(p) => json!({"login": self.login, "password": p}),
             PbSecret::Token(t) => json!({"login": self.login, "token": t}),
         };
         match self.post("Session", "login", &json!({ "params": params }), None) {
             Ok(v) => {
+                *lock(&self.refused) = None;
                 self.logins.fetch_add(1, Ordering::Relaxed);
                 log::info!("PortaBilling: logged in as {}", self.login);
                 Ok(v)
             }
             Err(PbError::Fault { code, text }) => {
+                let mut refused = lock(&self.refused);
+                let pause = refused.as_ref().map_or(LOGIN_BACKOFF_MS, |r| {
+                    (r.pause * 2).min(LOGIN_BACKOFF_MAX_MS)
+                });
                 log::error!(
-                    "PortaBilling refused the login of {} ({code}: {text}); check ESPFD_PB_LOGIN and ESPFD_PB_PASSWORD/ESPFD_PB_TOKEN",
-                    self.login
+                    "PortaBilling refused the login of {} ({code}: {text}); check ESPFD_PB_LOGIN and ESPFD_PB_PASSWORD/ESPFD_PB_TOKEN; next attempt in {} s",
+                    self.login,
+                    pause / 1000
                 );
+                *refused = Some(Refusal {
+                    until: now_ms() + pause,
+                    pause,
+                    code: code.clone(),
+                    text: text.clone(),
+                });
                 Err(PbError::LoginRefused { code, text })
             }
             Err(e) => Err(e),
@@ -208,16 +246,18 @@ impl PbClient {
                 "session reply has no access_token".into(),
             ));
         };
+        let now = now_ms();
         let expires_at = reply
             .get("expires_in")
             .and_then(Value::as_i64)
-            .map(|s| now_ms() + s * 1000)
+            .map(|s| now + s * 1000)
             .or_else(|| {
                 reply
                     .get("expires_at")
                     .and_then(Value::as_str)
                     .and_then(parse_utc)
             });
+        let refresh_at = expires_at.map(|t| t - REFRESH_MARGIN_MS.min((t - now).max(0) / 5));
         let previous_refresh = lock(&self.session)
             .as_ref()
             .and_then(|s| s.refresh_token.clone());
@@ -228,7 +268,7 @@ impl PbClient {
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .or(previous_refresh),
-            expires_at,
+            refresh_at,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
         })
     }

@@ -16,7 +16,7 @@ use crate::ingress::Ingress;
 use crate::pipeline::{Ctx, Pipeline, Step};
 use crate::portabilling::PbClient;
 use crate::store::{Store, WriterThread};
-use crate::target::HttpTarget;
+use crate::target::Target;
 
 /// A running espfd.
 pub struct Service {
@@ -33,7 +33,7 @@ impl Service {
         let (store, writer) = Store::open(&config.state_dir, config.workers)?;
         let pb = Arc::new(PbClient::new(config)?);
         let espf = EspfClient::new(config, pb.clone())?;
-        let target = HttpTarget::new(&config.target_url, config.target_timeout, config.workers)?;
+        let target = Target::from_config(config)?;
         let ctx = Arc::new(Ctx {
             store: store.clone(),
             pb,
@@ -43,6 +43,7 @@ impl Service {
             retry_max_age_ms: config.retry_max_age.as_millis() as i64,
             retry_initial_ms: config.retry_initial.as_millis() as i64,
             retry_max_delay_ms: config.retry_max_delay.as_millis() as i64,
+            async_timeout_ms: config.async_timeout.as_millis() as i64,
             observer: observer.clone(),
         });
         let listener = TcpListener::bind(config.listen).map_err(|e| {
@@ -59,6 +60,7 @@ impl Service {
             store,
             wakers: pipeline.wakers(),
             observer,
+            callback_token: config.callback_token.clone(),
         };
         let server = http::serve(listener, config.limits.clone(), Arc::new(ingress))
             .map_err(|e| Error::io("cannot start the listener", e))?;
@@ -89,11 +91,17 @@ impl Service {
     }
 
     /// Stops accepting, answers requests in flight, lets workers finish the event in hand,
-    /// and closes the store. Unfinished events stay stored for the next start.
+    /// all within `grace`, and closes the store. Whatever is unfinished stays stored for the
+    /// next start.
     pub fn shutdown(mut self, grace: Duration) {
+        let deadline = std::time::Instant::now() + grace;
         self.server.shutdown(grace);
         drop(self.server);
-        self.pipeline.stop();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let busy = self.pipeline.stop(left);
+        if busy > 0 {
+            log::warn!("{busy} event(s) still in flight after ESPFD_SHUTDOWN_GRACE; they stay in the store and run again on the next start");
+        }
         drop(self.ctx);
         self.writer.join();
         log::info!("espfd stopped");
@@ -112,6 +120,6 @@ pub fn run(config: &Config) -> Result<(), Error> {
         std::thread::sleep(Duration::from_millis(100));
     }
     log::info!("signal received; shutting down");
-    service.shutdown(Duration::from_secs(10));
+    service.shutdown(config.shutdown_grace);
     Ok(())
 }

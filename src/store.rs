@@ -45,12 +45,16 @@ CREATE TABLE IF NOT EXISTS events (
     status       TEXT,                  -- last status decided: OK, IN_PROGRESS, RETRY, FAILED
     message      TEXT,
     retry_reported INTEGER NOT NULL DEFAULT 0,
-    finished_at  INTEGER
+    finished_at  INTEGER,
+    replayed_at  INTEGER                -- unix ms of the last `espfd events replay`
 );
 CREATE INDEX IF NOT EXISTS events_open_lane ON events(lane, seq)
     WHERE state IN ('queued','retry','report');
 CREATE INDEX IF NOT EXISTS events_open_entity ON events(entity, seq)
     WHERE state IN ('queued','retry','report');
+CREATE INDEX IF NOT EXISTS events_in_progress ON events(lane, next_at)
+    WHERE state = 'in_progress';
+CREATE INDEX IF NOT EXISTS events_by_state ON events(state, seq);
 CREATE TABLE IF NOT EXISTS attempts (
     i_event  INTEGER NOT NULL,
     attempt  INTEGER NOT NULL,
@@ -115,13 +119,43 @@ pub struct Row {
     pub message: Option<String>,
     pub retry_reported: bool,
     pub finished_at: Option<i64>,
+    pub replayed_at: Option<i64>,
+}
+
+impl Row {
+    /// When the current run of attempts began: arrival, or the last replay. Retries stop
+    /// `ESPFD_RETRY_MAX_AGE` after it.
+    pub fn attempts_since(&self) -> i64 {
+        self.replayed_at.unwrap_or(0).max(self.received_at)
+    }
 }
 
 enum Op {
     Insert(NewEvent, Sender<Result<Inserted, Error>>),
     Update(Update, Sender<Result<(), Error>>),
+    Complete(Completion, Sender<Result<Completed, Error>>),
     /// Apply what came before, then exit.
     Stop,
+}
+
+/// A target's asynchronous completion of an IN_PROGRESS event.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub i_event: i64,
+    /// `OK` or `FAILED`.
+    pub status: String,
+    pub message: String,
+}
+
+/// What a [`Completion`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completed {
+    /// Recorded; the status report is owed on this lane.
+    Applied { lane: usize },
+    /// No such event.
+    NotFound,
+    /// The event is not waiting for a completion; its state is given.
+    NotInProgress(String),
 }
 
 /// The store's write side; clone freely (clones share the writer thread).
@@ -216,6 +250,16 @@ impl Store {
         rx.recv().unwrap_or(Err(Error::Closed))
     }
 
+    /// Records an asynchronous completion durably: the event moves from `in_progress` to
+    /// `report`, and a worker reports the final status to ESPF.
+    pub fn complete(&self, c: Completion) -> Result<Completed, Error> {
+        let (tx, rx) = bounded(1);
+        self.ops
+            .send(Op::Complete(c, tx))
+            .map_err(|_| Error::Closed)?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
     /// Applies a worker's state change durably (waits for queue space).
     pub fn update(&self, up: Update) -> Result<(), Error> {
         let (tx, rx) = bounded(1);
@@ -302,19 +346,22 @@ fn writer_loop(conn: Connection, rx: Receiver<Op>, lanes: usize) {
 }
 
 fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize) {
-    let mut results: Vec<Result<Inserted, Error>> = Vec::with_capacity(batch.len());
+    let mut results: Vec<Result<Done, Error>> = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), Error> {
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(db_err("begin"))?;
         let body = (|| -> Result<(), Error> {
             for op in batch.iter() {
                 match op {
-                    Op::Insert(ev, _) => results.push(insert_one(conn, ev, lanes)),
+                    Op::Insert(ev, _) => {
+                        results.push(insert_one(conn, ev, lanes).map(Done::Inserted))
+                    }
                     Op::Update(up, _) => {
                         update_one(conn, up)?;
-                        results.push(Ok(Inserted::Repeat));
+                        results.push(Ok(Done::Nothing));
                     }
-                    Op::Stop => results.push(Ok(Inserted::Repeat)),
+                    Op::Complete(c, _) => results.push(complete_one(conn, c).map(Done::Completed)),
+                    Op::Stop => results.push(Ok(Done::Nothing)),
                 }
             }
             Ok(())
@@ -328,23 +375,29 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize) {
         }
     })();
     for (i, op) in batch.drain(..).enumerate() {
+        let result = match &outcome {
+            Ok(()) => match results.get(i) {
+                Some(Ok(done)) => Ok(done.clone()),
+                Some(Err(e)) => Err(store_err_again(e)),
+                None => Err(Error::Closed),
+            },
+            Err(e) => Err(store_err_again(e)),
+        };
         match op {
             Op::Insert(_, reply) => {
-                let r = match &outcome {
-                    Ok(()) => results
-                        .get(i)
-                        .map(clone_result)
-                        .unwrap_or(Err(Error::Closed)),
-                    Err(e) => Err(store_err_again(e)),
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(result.map(|d| match d {
+                    Done::Inserted(i) => i,
+                    _ => Inserted::Repeat,
+                }));
             }
             Op::Update(_, reply) => {
-                let r = match &outcome {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(store_err_again(e)),
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(result.map(|_| ()));
+            }
+            Op::Complete(_, reply) => {
+                let _ = reply.send(result.map(|d| match d {
+                    Done::Completed(c) => c,
+                    _ => Completed::NotFound,
+                }));
             }
             Op::Stop => {}
         }
@@ -354,11 +407,46 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize) {
     }
 }
 
-fn clone_result(r: &Result<Inserted, Error>) -> Result<Inserted, Error> {
-    match r {
-        Ok(i) => Ok(*i),
-        Err(e) => Err(store_err_again(e)),
-    }
+/// The result of one write inside a batch, before the commit decides whether it stands.
+#[derive(Clone)]
+enum Done {
+    Inserted(Inserted),
+    Completed(Completed),
+    Nothing,
+}
+
+fn complete_one(conn: &Connection, c: &Completion) -> Result<Completed, Error> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE events SET state = 'report', status = ?2, message = ?3, next_at = 0
+             WHERE i_event = ?1 AND state = 'in_progress'",
+        )
+        .map_err(db_err("complete"))?
+        .execute(params![c.i_event, c.status, c.message])
+        .map_err(db_err("complete"))?;
+    let current: Option<(String, i64)> = conn
+        .prepare_cached("SELECT state, lane FROM events WHERE i_event = ?1")
+        .map_err(db_err("complete"))?
+        .query_row(params![c.i_event], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(db_err("complete"))?;
+    Ok(match (changed, current) {
+        (1, Some((_, lane))) => {
+            let detail = format!("{}: {}", c.status, c.message);
+            conn.prepare_cached(
+                "INSERT INTO attempts (i_event, attempt, at, outcome, detail)
+                 SELECT i_event, attempts, ?2, 'CALLBACK', ?3 FROM events WHERE i_event = ?1",
+            )
+            .map_err(db_err("log attempt"))?
+            .execute(params![c.i_event, crate::util::now_ms(), detail])
+            .map_err(db_err("log attempt"))?;
+            Completed::Applied {
+                lane: lane as usize,
+            }
+        }
+        (_, Some((state, _))) => Completed::NotInProgress(state),
+        (_, None) => Completed::NotFound,
+    })
 }
 
 fn store_err_again(e: &Error) -> Error {
@@ -427,14 +515,23 @@ fn update_one(conn: &Connection, up: &Update) -> Result<(), Error> {
     Ok(())
 }
 
-/// A read connection.
+/// What `espfd events replay` puts back in line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// One event (any finished state).
+    One(i64),
+    /// Every failed event, optionally only those of one account.
+    Failed { i_account: Option<i64> },
+}
+
+/// A read connection (also used by the `events` command for its few writes).
 pub struct Reader {
     conn: Connection,
 }
 
 const ROW_COLUMNS: &str =
     "seq, i_event, event_type, body, entity, lane, state, received_at, attempts,
-     next_at, status, message, retry_reported, finished_at";
+     next_at, status, message, retry_reported, finished_at, replayed_at";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok(Row {
@@ -452,6 +549,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         message: r.get(11)?,
         retry_reported: r.get(12)?,
         finished_at: r.get(13)?,
+        replayed_at: r.get(14)?,
     })
 }
 
@@ -496,13 +594,35 @@ impl Reader {
         Ok(rows)
     }
 
-    /// The earliest `next_at` among the events of `lane` that are first in line for their
-    /// entity (a later event of a waiting entity is not due before its predecessor).
+    /// IN_PROGRESS events of `lane` whose completion callback is overdue at `now`.
+    pub fn overdue(&self, lane: usize, now: i64, limit: usize) -> Result<Vec<Row>, Error> {
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM events
+             WHERE lane = ?1 AND state = 'in_progress' AND next_at <= ?2 ORDER BY next_at LIMIT ?3"
+        );
+        let mut stmt = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(db_err("read overdue events"))?;
+        let rows = stmt
+            .query_map(params![lane as i64, now, limit as i64], row)
+            .map_err(db_err("read overdue events"))?
+            .collect::<rusqlite::Result<Vec<Row>>>()
+            .map_err(db_err("read overdue events"))?;
+        Ok(rows)
+    }
+
+    /// When `lane` next has something to do: the earliest `next_at` among the events that
+    /// are first in line for their entity (a later event of a waiting entity is not due
+    /// before its predecessor), and among IN_PROGRESS deadlines.
     pub fn next_due(&self, lane: usize) -> Result<Option<i64>, Error> {
         let sql = format!(
-            "SELECT MIN(next_at) FROM events e WHERE lane = ?1 AND state IN {OPEN_STATES}
-               AND NOT EXISTS (SELECT 1 FROM events p WHERE p.entity = e.entity
-                               AND p.state IN {OPEN_STATES} AND p.seq < e.seq)"
+            "SELECT MIN(t) FROM (
+               SELECT MIN(next_at) AS t FROM events e WHERE lane = ?1 AND state IN {OPEN_STATES}
+                 AND NOT EXISTS (SELECT 1 FROM events p WHERE p.entity = e.entity
+                                 AND p.state IN {OPEN_STATES} AND p.seq < e.seq)
+               UNION ALL
+               SELECT MIN(next_at) FROM events WHERE lane = ?1 AND state = 'in_progress')"
         );
         self.conn
             .prepare_cached(&sql)
@@ -522,21 +642,73 @@ impl Reader {
             .map_err(db_err("read event"))
     }
 
-    /// Events, newest first, optionally only those in `state`.
-    pub fn list(&self, state: Option<&str>, limit: usize) -> Result<Vec<Row>, Error> {
+    /// Events, newest first, optionally only those in `state` and only those of account
+    /// `i_account`.
+    pub fn list(
+        &self,
+        state: Option<&str>,
+        i_account: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Row>, Error> {
         let sql = format!(
-            "SELECT {ROW_COLUMNS} FROM events WHERE (?1 IS NULL OR state = ?1) ORDER BY seq DESC LIMIT ?2"
+            "SELECT {ROW_COLUMNS} FROM events WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR entity = ?2)
+             ORDER BY seq DESC LIMIT ?3"
         );
+        let entity = i_account.map(|a| format!("account:{a}"));
         let mut stmt = self
             .conn
             .prepare_cached(&sql)
             .map_err(db_err("list events"))?;
         let rows = stmt
-            .query_map(params![state, limit as i64], row)
+            .query_map(params![state, entity, limit as i64], row)
             .map_err(db_err("list events"))?
             .collect::<rusqlite::Result<Vec<Row>>>()
             .map_err(db_err("list events"))?;
         Ok(rows)
+    }
+
+    /// Puts finished events back in line: each selected event that is not still open is
+    /// queued again with a fresh retry window, keeping its place in arrival order. Works
+    /// whether the service runs or not (its workers notice within a second). Returns the
+    /// `i_event`s queued.
+    pub fn replay(&self, which: Replay) -> Result<Vec<i64>, Error> {
+        let now = crate::util::now_ms();
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(db_err("replay"))?;
+        let ids: Vec<i64> = {
+            let (sql, param): (&str, Option<String>) = match &which {
+                Replay::One(i) => ("SELECT i_event FROM events WHERE i_event = ?1 AND state IN ('done','failed','in_progress')", Some(i.to_string())),
+                Replay::Failed { i_account } => (
+                    "SELECT i_event FROM events WHERE state = 'failed' AND (?1 IS NULL OR entity = ?1) ORDER BY seq",
+                    i_account.map(|a| format!("account:{a}")),
+                ),
+            };
+            let mut stmt = tx.prepare(sql).map_err(db_err("replay"))?;
+            let ids = stmt
+                .query_map(params![param], |r| r.get(0))
+                .map_err(db_err("replay"))?
+                .collect::<rusqlite::Result<Vec<i64>>>()
+                .map_err(db_err("replay"))?;
+            ids
+        };
+        for id in &ids {
+            tx.execute(
+                "UPDATE events SET state = 'queued', next_at = 0, retry_reported = 0, replayed_at = ?2,
+                     finished_at = NULL WHERE i_event = ?1",
+                params![id, now],
+            )
+            .map_err(db_err("replay"))?;
+            tx.execute(
+                "INSERT INTO attempts (i_event, attempt, at, outcome, detail)
+                 SELECT i_event, attempts, ?2, 'REPLAY', 'queued again by espfd events replay' FROM events WHERE i_event = ?1",
+                params![id, now],
+            )
+            .map_err(db_err("replay"))?;
+        }
+        tx.commit().map_err(db_err("replay"))?;
+        Ok(ids)
     }
 
     /// The attempts logged for an event: (attempt, at, outcome, detail).

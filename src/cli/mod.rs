@@ -1,6 +1,7 @@
 //! Subcommands other than the service itself.
 
 pub mod demo;
+pub mod events;
 pub mod load;
 
 /// `espfd --help`.
@@ -10,6 +11,7 @@ espfd — provisioning agent for PortaBilling's External System Provisioning Fra
 Usage:
   espfd [run]        run the service (configured by environment variables)
   espfd demo         run the whole flow on this machine against built-in simulators
+  espfd events ...   list / show / replay stored events (espfd events --help)
   espfd help env     list every environment variable with its default
   espfd --help       this text
   espfd --version    the version

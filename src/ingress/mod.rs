@@ -12,13 +12,13 @@ pub use auth::{check as check_auth, Denied};
 
 use crossbeam_channel::Sender;
 
-use crate::config::InboundAuth;
+use crate::config::{InboundAuth, Secret};
 use crate::error::Error;
 use crate::event::Event;
 use crate::http::{Handler, Request, Response};
 use crate::pipeline::{Step, Wakers};
-use crate::store::{Inserted, NewEvent, Store};
-use crate::util::now_ms;
+use crate::store::{Completed, Completion, Inserted, NewEvent, Store};
+use crate::util::{constant_time_eq, now_ms};
 
 /// The ingress request handler.
 pub struct Ingress {
@@ -27,6 +27,8 @@ pub struct Ingress {
     pub store: Store,
     pub wakers: Wakers,
     pub observer: Option<Sender<Step>>,
+    /// Bearer token of the completion callback; `None` turns the endpoint off.
+    pub callback_token: Option<Secret>,
 }
 
 impl Handler for Ingress {
@@ -37,6 +39,13 @@ impl Handler for Ingress {
                 return Response::text(405, "use POST").with_header("Allow", "POST");
             }
             return self.event(req);
+        }
+        if let Some(id) = path
+            .strip_prefix("/events/")
+            .and_then(|p| p.strip_suffix("/status"))
+        {
+            let id = id.to_string();
+            return self.completion(&id, req);
         }
         match path {
             "/healthz" => match req.method.as_str() {
@@ -49,6 +58,73 @@ impl Handler for Ingress {
 }
 
 impl Ingress {
+    /// `POST /events/<i_event>/status`: a target's asynchronous completion of an event it
+    /// accepted with 202.
+    fn completion(&self, id: &str, req: Request) -> Response {
+        let Some(token) = &self.callback_token else {
+            return Response::text(
+                404,
+                "completion callbacks are off (set ESPFD_CALLBACK_TOKEN)",
+            );
+        };
+        if req.method != "POST" {
+            return Response::text(405, "use POST").with_header("Allow", "POST");
+        }
+        let presented = req
+            .header("authorization")
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().as_bytes())
+            .unwrap_or(b"");
+        if !constant_time_eq(presented, token.0.as_bytes()) {
+            log::warn!(
+                "completion callback from {} refused: bad bearer token",
+                req.peer.ip()
+            );
+            return Response::text(401, "unauthorized").with_header("WWW-Authenticate", "Bearer");
+        }
+        let Some(i_event) = crate::event::id_of(&serde_json::Value::from(id)) else {
+            return Response::text(404, "no such event");
+        };
+        let body: serde_json::Value = match serde_json::from_slice(&req.body) {
+            Ok(v) => v,
+            Err(e) => return Response::text(400, format!("body is not JSON: {e}")),
+        };
+        let status = match body.get("status").and_then(|s| s.as_str()) {
+            Some(s @ ("OK" | "FAILED")) => s.to_string(),
+            _ => return Response::text(400, "status must be \"OK\" or \"FAILED\""),
+        };
+        let message = match body.get("message") {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(m)) => {
+                crate::util::truncate_chars(m, crate::espf::MAX_MESSAGE).to_string()
+            }
+            Some(_) => return Response::text(400, "message must be a string"),
+        };
+        let completion = Completion {
+            i_event,
+            status: status.clone(),
+            message,
+        };
+        match self.store.complete(completion) {
+            Ok(Completed::Applied { lane }) => {
+                log::info!("i_event={i_event} completion callback: {status}");
+                self.wakers.wake(lane);
+                Response::text(200, "OK")
+            }
+            Ok(Completed::NotFound) => Response::text(404, "no such event"),
+            Ok(Completed::NotInProgress(state)) => Response::text(
+                409,
+                format!("event is {state}, not waiting for a completion"),
+            ),
+            Err(e) => {
+                log::error!("i_event={i_event} completion callback refused with 503: {e}");
+                Response::text(503, "event store unavailable, retry later")
+                    .with_header("Retry-After", "5")
+            }
+        }
+    }
+
     fn event(&self, req: Request) -> Response {
         if let Err(denied) = check_auth(&self.auth, req.header("authorization")) {
             log::warn!("event from {} refused: {}", req.peer.ip(), denied.0);

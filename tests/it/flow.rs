@@ -216,7 +216,7 @@ fn revoked_session_leads_to_exactly_one_new_login() {
     }
     h.wait_finished(&ids, Duration::from_secs(20));
     assert_eq!(h.sim.logins(), 2, "one re-login shared by all workers");
-    let rows = h.reader().list(Some("done"), 100).unwrap();
+    let rows = h.reader().list(Some("done"), None, 100).unwrap();
     assert_eq!(
         rows.len(),
         25,
@@ -327,5 +327,5 @@ fn pending_events_survive_a_restart_in_process() {
     h.steps = rx;
     h.service = Some(espfd::service::Service::start(&h.config, Some(tx)).unwrap());
     h.wait_finished(&[1, 2, 3, 4, 5], Duration::from_secs(15));
-    assert_eq!(h.reader().list(Some("done"), 10).unwrap().len(), 5);
+    assert_eq!(h.reader().list(Some("done"), None, 10).unwrap().len(), 5);
 }

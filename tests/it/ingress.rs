@@ -162,6 +162,7 @@ fn store_unavailable_gets_503_with_retry_after() {
         store,
         wakers: espfd::pipeline::Wakers::unconnected(1),
         observer: None,
+        callback_token: None,
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let server = espfd::http::serve(listener, Limits::default(), Arc::new(ingress)).unwrap();

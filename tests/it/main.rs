@@ -3,6 +3,7 @@
 //! (start-up errors, kill and restart, the demo).
 
 mod binary;
+mod failures;
 mod flow;
 mod harness;
 mod ingress;

@@ -1,0 +1,228 @@
+//! `espfd events`: list, show and replay stored events, straight from the store file.
+//!
+//! Works whether the service is running or not (SQLite WAL lets a second process read, and
+//! the few writes of `replay` wait for the service's writer). Only `ESPFD_STATE_DIR` (or
+//! `--state-dir`) is needed, not the whole configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::find_var;
+use crate::error::Error;
+use crate::store::{Reader, Replay, Row};
+use crate::util::format_rfc3339;
+
+/// Usage of `espfd events`.
+pub const USAGE: &str = "\
+Usage:
+  espfd events list [--failed | --state STATE] [--account I_ACCOUNT] [--limit N]
+  espfd events show I_EVENT
+  espfd events replay I_EVENT
+  espfd events replay --failed [--account I_ACCOUNT]
+Options:
+  --state-dir DIR   the store's directory (default: ESPFD_STATE_DIR, else /var/lib/espfd)
+States: queued, retry, report (status report owed), in_progress, done, failed.
+";
+
+struct Args {
+    state_dir: Option<PathBuf>,
+    state: Option<String>,
+    account: Option<i64>,
+    limit: usize,
+    failed: bool,
+    positional: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Result<Args, Error> {
+    let mut a = Args {
+        state_dir: None,
+        state: None,
+        account: None,
+        limit: 50,
+        failed: false,
+        positional: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| Error::Usage(format!("{name} needs a value\n{USAGE}")))
+        };
+        match arg.as_str() {
+            "--state-dir" => a.state_dir = Some(PathBuf::from(value("--state-dir")?)),
+            "--state" => {
+                let s = value("--state")?;
+                if !["queued", "retry", "report", "in_progress", "done", "failed"]
+                    .contains(&s.as_str())
+                {
+                    return Err(Error::Usage(format!("unknown state '{s}'\n{USAGE}")));
+                }
+                a.state = Some(s);
+            }
+            "--failed" => a.failed = true,
+            "--account" => {
+                let v = value("--account")?;
+                a.account = Some(
+                    v.parse()
+                        .map_err(|_| Error::Usage(format!("--account '{v}' is not a number")))?,
+                );
+            }
+            "--limit" => {
+                let v = value("--limit")?;
+                a.limit = v
+                    .parse()
+                    .map_err(|_| Error::Usage(format!("--limit '{v}' is not a number")))?;
+            }
+            "-h" | "--help" => return Err(Error::Usage(USAGE.to_string())),
+            s if s.starts_with('-') => {
+                return Err(Error::Usage(format!("unknown option {s}\n{USAGE}")))
+            }
+            s => a.positional.push(s.to_string()),
+        }
+    }
+    Ok(a)
+}
+
+fn open(a: &Args) -> Result<Reader, Error> {
+    let dir = a.state_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(
+            std::env::var("ESPFD_STATE_DIR")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .or_else(|| find_var("ESPFD_STATE_DIR").and_then(|v| v.default.map(str::to_string)))
+                .unwrap_or_default(),
+        )
+    });
+    let path = dir.join("espfd.db");
+    if !path.is_file() {
+        return Err(Error::Other(format!(
+            "no event store at {} (set ESPFD_STATE_DIR or --state-dir)",
+            path.display()
+        )));
+    }
+    Reader::open(&path)
+}
+
+/// Runs `espfd events <args>`.
+pub fn run(args: &[String]) -> Result<ExitCode, Error> {
+    let Some((sub, rest)) = args.split_first() else {
+        return Err(Error::Usage(USAGE.to_string()));
+    };
+    let a = parse(rest)?;
+    match sub.as_str() {
+        "list" => {
+            let state = if a.failed {
+                Some("failed".to_string())
+            } else {
+                a.state.clone()
+            };
+            let rows = open(&a)?.list(state.as_deref(), a.account, a.limit)?;
+            println!(
+                "{:<12} {:<11} {:<11} {:>4}  {:<24} {:<24} {:<22} message",
+                "i_event", "state", "status", "try", "received", "entity", "event_type"
+            );
+            for r in &rows {
+                println!(
+                    "{:<12} {:<11} {:<11} {:>4}  {:<24} {:<24} {:<22} {}",
+                    r.i_event,
+                    r.state,
+                    r.status.as_deref().unwrap_or("-"),
+                    r.attempts,
+                    format_rfc3339(r.received_at),
+                    r.entity,
+                    r.event_type,
+                    crate::util::truncate_chars(r.message.as_deref().unwrap_or(""), 80)
+                );
+            }
+            eprintln!("{} event(s)", rows.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        "show" => {
+            let [id] = a.positional.as_slice() else {
+                return Err(Error::Usage(format!("show needs one I_EVENT\n{USAGE}")));
+            };
+            let i_event: i64 = id
+                .parse()
+                .map_err(|_| Error::Usage(format!("'{id}' is not an i_event")))?;
+            let reader = open(&a)?;
+            let Some(row) = reader.get(i_event)? else {
+                return Err(Error::Other(format!(
+                    "no event with i_event {i_event} in the store"
+                )));
+            };
+            print_row(&row);
+            println!("attempts:");
+            for (n, at, outcome, detail) in reader.attempts(i_event)? {
+                println!("  #{n} {} {outcome}: {detail}", format_rfc3339(at));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "replay" => {
+            let which = match (a.positional.as_slice(), a.failed) {
+                ([id], false) => Replay::One(
+                    id.parse()
+                        .map_err(|_| Error::Usage(format!("'{id}' is not an i_event")))?,
+                ),
+                ([], true) => Replay::Failed {
+                    i_account: a.account,
+                },
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "replay needs one I_EVENT or --failed\n{USAGE}"
+                    )))
+                }
+            };
+            let reader = open(&a)?;
+            if let Replay::One(id) = which {
+                match reader.get(id)? {
+                    None => {
+                        return Err(Error::Other(format!(
+                            "no event with i_event {id} in the store"
+                        )))
+                    }
+                    Some(r) if matches!(r.state.as_str(), "queued" | "retry" | "report") => {
+                        return Err(Error::Other(format!(
+                            "i_event {id} is still {} (not finished); nothing to replay",
+                            r.state
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
+            let ids = reader.replay(which)?;
+            for id in &ids {
+                println!("queued again: i_event {id}");
+            }
+            eprintln!(
+                "{} event(s) queued again; a running espfd picks them up within a second",
+                ids.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(Error::Usage(format!(
+            "unknown events command '{other}'\n{USAGE}"
+        ))),
+    }
+}
+
+fn print_row(r: &Row) {
+    println!("i_event:      {}", r.i_event);
+    println!("event_type:   {}", r.event_type);
+    println!("entity:       {}", r.entity);
+    println!("state:        {}", r.state);
+    println!("status:       {}", r.status.as_deref().unwrap_or("-"));
+    println!("message:      {}", r.message.as_deref().unwrap_or(""));
+    println!("attempts:     {}", r.attempts);
+    println!("received_at:  {}", format_rfc3339(r.received_at));
+    if matches!(r.state.as_str(), "retry" | "report" | "in_progress") {
+        println!("next_at:      {}", format_rfc3339(r.next_at));
+    }
+    if let Some(t) = r.finished_at {
+        println!("finished_at:  {}", format_rfc3339(t));
+    }
+    if let Some(t) = r.replayed_at {
+        println!("replayed_at:  {}", format_rfc3339(t));
+    }
+    println!("body:         {}", r.body);
+}

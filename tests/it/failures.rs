@@ -1,0 +1,619 @@
+//! The bad hours: failure classification, retry schedule, head-of-line freedom, dead
+//! letters and replay, asynchronous completion, the exec connector, session trouble and
+//! graceful shutdown.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use espfd::pipeline::Step;
+use espfd::sim::{Sim, SimConfig};
+
+use crate::harness::{account_event, eventually, Harness, TempDir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_espfd");
+
+fn row_state(h: &Harness, i_event: i64) -> (String, Option<String>, Option<String>, i64) {
+    let r = h.reader().get(i_event).unwrap().expect("stored");
+    (r.state, r.status, r.message, r.attempts)
+}
+
+#[test]
+fn target_replies_are_classified_transient_or_permanent() {
+    let h = Harness::start();
+    let transient = [408u16, 425, 429, 500, 502, 503, 504];
+    let permanent = [400u16, 403, 404, 409, 410, 422];
+    let mut ids = Vec::new();
+    for (n, code) in transient.iter().chain(permanent.iter()).enumerate() {
+        let i_event = 1000 + n as i64;
+        h.sim.script_target(i_event, &[(*code, None)]);
+        // One account per event: classification, not ordering, is under test.
+        assert_eq!(
+            h.post(&account_event(
+                "Subscriber/Updated",
+                i_event,
+                5000 + n as i64
+            ))
+            .0,
+            200
+        );
+        ids.push((i_event, *code));
+    }
+    let all: Vec<i64> = ids.iter().map(|(i, _)| *i).collect();
+    h.wait_finished(&all, Duration::from_secs(20));
+    for (i_event, code) in ids {
+        let (state, status, message, attempts) = row_state(&h, i_event);
+        if transient.contains(&code) {
+            assert_eq!(
+                (state.as_str(), attempts),
+                ("done", 2),
+                "HTTP {code} is retried, then OK"
+            );
+        } else {
+            assert_eq!(
+                (state.as_str(), attempts),
+                ("failed", 1),
+                "HTTP {code} is permanent"
+            );
+            assert_eq!(status.as_deref(), Some("FAILED"));
+            assert!(message.unwrap().contains(&code.to_string()));
+        }
+    }
+}
+
+#[test]
+fn target_timeout_and_connection_errors_are_transient() {
+    let h = Harness::with(|raw| {
+        raw.set("ESPFD_TARGET_TIMEOUT", "300ms");
+    });
+    h.sim
+        .slow_target("account:6001", Duration::from_millis(800));
+    assert_eq!(h.post(&account_event("Subscriber/Updated", 1, 6001)).0, 200);
+    let steps: Vec<Step> = (0..200)
+        .filter_map(|_| h.steps.recv_timeout(Duration::from_millis(20)).ok())
+        .collect();
+    assert!(
+        steps.iter().any(
+            |s| matches!(s, Step::Retrying { i_event: 1, reason, .. } if reason.contains("target"))
+        ),
+        "{steps:?}"
+    );
+    h.sim.slow_target("account:6001", Duration::ZERO);
+    h.wait_finished(&[1], Duration::from_secs(10));
+
+    // A target that is not listening at all.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let h = Harness::with(|raw| {
+        raw.set("ESPFD_TARGET_URL", format!("http://{dead}/provision"));
+    });
+    assert_eq!(h.post(&account_event("Subscriber/Updated", 2, 6002)).0, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || row_state(&h, 2).3 >= 2),
+        "retried after connection refused"
+    );
+    let (state, _, message, _) = row_state(&h, 2);
+    assert_eq!(state, "retry");
+    assert!(
+        message.unwrap().contains("target"),
+        "the message says what failed"
+    );
+}
+
+#[test]
+fn portabilling_faults_are_permanent_and_outages_transient() {
+    let h = Harness::start();
+    h.sim
+        .pb_fault_next("Account/get_account_info", "Server.Account.duplicate_id");
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 1, 1000889)).0,
+        200
+    );
+    h.wait_finished(&[1], Duration::from_secs(10));
+    let (state, _, message, _) = row_state(&h, 1);
+    assert_eq!(state, "failed");
+    assert!(
+        message.unwrap().contains("Server.Account.duplicate_id"),
+        "the faultcode is in the message"
+    );
+    let st = h.sim.statuses();
+    assert_eq!(st.last().unwrap().status, "FAILED");
+    assert!(st
+        .last()
+        .unwrap()
+        .message
+        .contains("Server.Account.duplicate_id"));
+
+    h.sim.set_pb_failure_rate(1.0);
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 2, 277147)).0,
+        200
+    );
+    assert!(eventually(Duration::from_secs(10), || row_state(&h, 2).0 == "retry"));
+    h.sim.set_pb_failure_rate(0.0);
+    h.wait_finished(&[2], Duration::from_secs(10));
+    assert_eq!(row_state(&h, 2).0, "done");
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let h = Harness::start();
+    h.sim.script_target(7, &[(503, Some("2"))]);
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 7, 1000889)).0,
+        200
+    );
+    h.wait_finished(&[7], Duration::from_secs(10));
+    let calls: Vec<_> = h
+        .sim
+        .target_calls()
+        .into_iter()
+        .filter(|c| c.doc["i_event"] == 7)
+        .collect();
+    assert_eq!(calls.len(), 2);
+    let gap = calls[1].started_ms - calls[0].finished_ms;
+    assert!(
+        gap >= 1900,
+        "second try {gap} ms after the first; Retry-After said 2 s (ESPFD_RETRY_INITIAL is 100 ms)"
+    );
+}
+
+#[test]
+fn retry_schedule_survives_a_restart() {
+    let mut h = Harness::start();
+    h.sim.script_target(8, &[(503, Some("3"))]);
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 8, 1000889)).0,
+        200
+    );
+    assert!(eventually(Duration::from_secs(5), || row_state(&h, 8).0 == "retry"));
+    let due = h.reader().get(8).unwrap().unwrap().next_at;
+    h.stop();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    h.steps = rx;
+    h.service = Some(espfd::service::Service::start(&h.config, Some(tx)).unwrap());
+    h.wait_finished(&[8], Duration::from_secs(10));
+    let calls: Vec<_> = h
+        .sim
+        .target_calls()
+        .into_iter()
+        .filter(|c| c.doc["i_event"] == 8)
+        .collect();
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls[1].started_ms >= due,
+        "the restarted service kept the stored retry time"
+    );
+}
+
+#[test]
+fn a_waiting_retry_holds_its_entity_but_not_others_on_the_same_lane() {
+    // One lane: every entity shares it.
+    let h = Harness::with(|raw| {
+        raw.set("ESPFD_WORKERS", "1");
+    });
+    h.sim.script_target(1, &[(503, Some("2"))]);
+    assert_eq!(h.post(&account_event("Subscriber/Updated", 1, 7001)).0, 200);
+    assert_eq!(h.post(&account_event("Subscriber/Updated", 2, 7001)).0, 200);
+    assert_eq!(h.post(&account_event("Subscriber/Updated", 3, 7002)).0, 200);
+    h.wait_finished(&[1, 2, 3], Duration::from_secs(15));
+    let calls = h.sim.target_calls();
+    let t = |i: i64, nth: usize| {
+        calls
+            .iter()
+            .filter(|c| c.doc["i_event"] == i)
+            .nth(nth)
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        t(3, 0).finished_ms < t(1, 1).started_ms,
+        "the other entity did not wait for the retry"
+    );
+    assert!(
+        t(2, 0).started_ms >= t(1, 1).finished_ms,
+        "the later event of the waiting entity waited"
+    );
+}
+
+fn events_cmd(state: &TempDir, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("events")
+        .args(args)
+        .env("ESPFD_STATE_DIR", &state.0)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dead_letters_are_listed_shown_and_replayed_while_running() {
+    let h = Harness::start();
+    h.sim.script_target(21, &[(422, None)]);
+    h.sim.script_target(22, &[(404, None)]);
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 21, 1000889)).0,
+        200
+    );
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 22, 277147)).0,
+        200
+    );
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 23, 2984)).0,
+        200
+    );
+    h.wait_finished(&[21, 22, 23], Duration::from_secs(10));
+
+    let (code, out, _) = events_cmd(&h.state, &["list", "--failed"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("21") && out.contains("22") && !out.contains("\n23 "),
+        "{out}"
+    );
+    let (_, out, _) = events_cmd(&h.state, &["list", "--failed", "--account", "277147"]);
+    assert!(
+        out.contains("22") && !out.lines().any(|l| l.starts_with("21 ")),
+        "{out}"
+    );
+    let (code, out, _) = events_cmd(&h.state, &["show", "21"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("state:        failed") && out.contains("422"),
+        "{out}"
+    );
+
+    let (code, out, _) = events_cmd(&h.state, &["replay", "21"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("queued again: i_event 21"));
+    h.wait_finished(&[21], Duration::from_secs(10));
+    assert_eq!(row_state(&h, 21).0, "done");
+
+    let (code, _, _) = events_cmd(&h.state, &["replay", "--failed", "--account", "277147"]);
+    assert_eq!(code, 0);
+    h.wait_finished(&[22], Duration::from_secs(10));
+    assert_eq!(row_state(&h, 22).0, "done");
+    let oks: Vec<i64> = h
+        .sim
+        .statuses()
+        .iter()
+        .filter(|s| s.status == "OK")
+        .map(|s| s.i_account)
+        .collect();
+    assert!(oks.contains(&1000889) && oks.contains(&277147));
+
+    let (code, _, err) = events_cmd(&h.state, &["replay", "999"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no event with i_event 999"), "{err}");
+}
+
+#[test]
+fn dead_letters_replay_with_the_service_stopped() {
+    let mut h = Harness::start();
+    h.sim.script_target(31, &[(400, None)]);
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 31, 1000889)).0,
+        200
+    );
+    h.wait_finished(&[31], Duration::from_secs(10));
+    h.stop();
+    let (code, out, _) = events_cmd(&h.state, &["replay", "--failed"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("31"));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    h.steps = rx;
+    h.service = Some(espfd::service::Service::start(&h.config, Some(tx)).unwrap());
+    h.wait_finished(&[31], Duration::from_secs(10));
+    assert_eq!(row_state(&h, 31).0, "done");
+    let (_, out, _) = events_cmd(&h.state, &["show", "31"]);
+    assert!(out.contains("REPLAY"), "{out}");
+}
+
+fn callback(h: &Harness, i_event: i64, token: &str, body: &str) -> u16 {
+    let url = format!("{}/events/{i_event}/status", h.base());
+    crate::harness::post(&url, Some(&format!("Bearer {token}")), body).0
+}
+
+#[test]
+fn asynchronous_completion_by_callback() {
+    let h = Harness::with(|raw| {
+        raw.set("ESPFD_CALLBACK_TOKEN", "cb-secret");
+    });
+    h.sim.script_target(41, &[(202, None)]);
+    h.sim.script_target(42, &[(202, None)]);
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 41, 1000889)).0,
+        200
+    );
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 42, 277147)).0,
+        200
+    );
+    h.wait_finished(&[41, 42], Duration::from_secs(10));
+    assert_eq!(row_state(&h, 41).0, "in_progress");
+    let first: Vec<String> = h.sim.statuses().iter().map(|s| s.status.clone()).collect();
+    assert_eq!(first, vec!["IN_PROGRESS", "IN_PROGRESS"]);
+
+    assert_eq!(callback(&h, 41, "wrong", r#"{"status":"OK"}"#), 401);
+    assert_eq!(callback(&h, 999, "cb-secret", r#"{"status":"OK"}"#), 404);
+    assert_eq!(callback(&h, 41, "cb-secret", r#"{"status":"MAYBE"}"#), 400);
+    assert_eq!(
+        callback(
+            &h,
+            41,
+            "cb-secret",
+            r#"{"status":"OK","message":"HSS profile active"}"#
+        ),
+        200
+    );
+    assert_eq!(
+        callback(
+            &h,
+            42,
+            "cb-secret",
+            r#"{"status":"FAILED","message":"IMSI unknown"}"#
+        ),
+        200
+    );
+    h.wait_finished(&[41, 42], Duration::from_secs(10));
+    assert_eq!(
+        callback(&h, 41, "cb-secret", r#"{"status":"OK"}"#),
+        409,
+        "already final"
+    );
+    let st = h.sim.statuses();
+    let last = |acc: i64| {
+        st.iter()
+            .rev()
+            .find(|s| s.i_account == acc)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (
+            last(1000889).status.as_str(),
+            last(1000889).message.as_str()
+        ),
+        ("OK", "HSS profile active")
+    );
+    assert_eq!(
+        (last(277147).status.as_str(), last(277147).message.as_str()),
+        ("FAILED", "IMSI unknown")
+    );
+    assert_eq!(row_state(&h, 41).0, "done");
+    assert_eq!(row_state(&h, 42).0, "failed");
+}
+
+#[test]
+fn missing_callback_fails_after_the_async_timeout() {
+    let h = Harness::with(|raw| {
+        raw.set("ESPFD_CALLBACK_TOKEN", "cb-secret")
+            .set("ESPFD_ASYNC_TIMEOUT", "1s");
+    });
+    h.sim.script_target(51, &[(202, None)]);
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 51, 1000889)).0,
+        200
+    );
+    assert!(eventually(Duration::from_secs(10), || row_state(&h, 51).0 == "failed"));
+    let (_, status, message, _) = row_state(&h, 51);
+    assert_eq!(status.as_deref(), Some("FAILED"));
+    assert!(message.unwrap().contains("ESPFD_ASYNC_TIMEOUT"));
+    assert_eq!(h.sim.statuses().last().unwrap().status, "FAILED");
+}
+
+#[test]
+fn callback_endpoint_is_off_without_a_token() {
+    let h = Harness::start();
+    assert_eq!(callback(&h, 1, "", r#"{"status":"OK"}"#), 404);
+}
+
+/// A connector script whose behaviour depends on the i_event.
+fn exec_script(dir: &TempDir) -> String {
+    let script = dir.0.join("connector.sh");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+cat > "$(dirname "$0")/doc-$ESPFD_I_EVENT.json"
+env | grep '^ESPFD_' | sort > "$(dirname "$0")/env-$ESPFD_I_EVENT.txt"
+case "$ESPFD_I_EVENT" in
+  61) echo "noise"; echo "provisioned $ESPFD_ENTITY_KIND $ESPFD_ENTITY_ID"; exit 0 ;;
+  62) if [ -f "$(dirname "$0")/62.seen" ]; then echo "ok now"; exit 0; fi
+      touch "$(dirname "$0")/62.seen"; echo "HSS busy" >&2; exit 75 ;;
+  63) echo "unknown subscriber" >&2; exit 3 ;;
+  64) if [ -f "$(dirname "$0")/64.seen" ]; then echo "fast now"; exit 0; fi
+      touch "$(dirname "$0")/64.seen"; sleep 30; exit 0 ;;
+esac
+"#,
+    )
+    .unwrap();
+    format!("sh {}", script.display())
+}
+
+#[test]
+fn exec_connector_exit_codes_and_timeout() {
+    let work = TempDir::new("exec");
+    let cmd = exec_script(&work);
+    let h = Harness::with(|raw| {
+        raw.unset("ESPFD_TARGET_URL")
+            .set("ESPFD_TARGET_EXEC", cmd)
+            .set("ESPFD_EXEC_TIMEOUT", "1s");
+    });
+    for (i, account) in [(61, 2984), (62, 1000889), (63, 277147), (64, 5555)] {
+        assert_eq!(
+            h.post(&account_event("Subscriber/Updated", i, account)).0,
+            200
+        );
+    }
+    let steps = h.wait_finished(&[61, 62, 63, 64], Duration::from_secs(20));
+    let finished = |id: i64| {
+        steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Finished {
+                    i_event,
+                    state,
+                    message,
+                } if *i_event == id => Some((*state, message.clone())),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        finished(61),
+        ("done", "provisioned account 2984".to_string()),
+        "exit 0, last line of output"
+    );
+    assert_eq!(finished(62).0, "done", "exit 75 is retried");
+    assert_eq!(row_state(&h, 62).3, 2);
+    let (state, message) = finished(63);
+    assert_eq!(state, "failed");
+    assert!(
+        message.contains("exit 3") && message.contains("unknown subscriber"),
+        "{message}"
+    );
+    assert_eq!(
+        finished(64).0,
+        "done",
+        "killed after the timeout, then retried"
+    );
+    let attempts = h.reader().attempts(64).unwrap();
+    assert!(attempts[0].3.contains("ESPFD_EXEC_TIMEOUT"), "{attempts:?}");
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.0.join("doc-61.json")).unwrap())
+            .unwrap();
+    assert_eq!(doc["i_event"], 61);
+    assert_eq!(doc["entity"]["kind"], "account");
+    let env = std::fs::read_to_string(work.0.join("env-61.txt")).unwrap();
+    for line in [
+        "ESPFD_I_EVENT=61",
+        "ESPFD_EVENT_TYPE=Subscriber/Updated",
+        "ESPFD_ENTITY_KIND=account",
+        "ESPFD_ENTITY_ID=2984",
+        "ESPFD_I_ACCOUNT=2984",
+        "ESPFD_ATTEMPT=1",
+        "ESPFD_GROUP=HSS",
+    ] {
+        assert!(env.contains(line), "{line} missing from {env}");
+    }
+}
+
+#[test]
+fn session_is_refreshed_before_expiry_without_a_new_login() {
+    let sim = Sim::start(
+        "127.0.0.1:0",
+        SimConfig {
+            session_ttl: Duration::from_secs(2),
+            ..SimConfig::default()
+        },
+    )
+    .unwrap();
+    let h = Harness::with_sim(sim, |_| {});
+    for i in 1..=4 {
+        assert_eq!(
+            h.post(&account_event("Subscriber/Updated", i, 1000889)).0,
+            200
+        );
+        h.wait_finished(&[i], Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(900));
+    }
+    assert_eq!(h.sim.logins(), 1);
+    assert!(
+        !h.sim
+            .requests_to("/rest/Session/refresh_access_token")
+            .is_empty(),
+        "the token was refreshed"
+    );
+    assert!(h.sim.statuses().iter().all(|s| s.status == "OK"));
+}
+
+#[test]
+fn refused_login_backs_off_and_says_so() {
+    let h = Harness::with(|raw| {
+        raw.set("ESPFD_PB_PASSWORD", "wrong-password");
+    });
+    for i in 1..=6 {
+        assert_eq!(
+            h.post(&account_event("Subscriber/Updated", i, 1000 + i)).0,
+            200
+        );
+    }
+    assert!(eventually(Duration::from_secs(5), || (1..=6)
+        .all(|i| row_state(&h, i).0 == "retry")));
+    std::thread::sleep(Duration::from_millis(1500));
+    let attempts = h.sim.requests_to("/rest/Session/login").len();
+    assert_eq!(
+        attempts, 1,
+        "one refused login, then a pause (never hammer the brute-force lock)"
+    );
+    let message = row_state(&h, 1).2.unwrap();
+    assert!(
+        message.contains("login refused") && message.contains("ESPFD_PB_PASSWORD"),
+        "{message}"
+    );
+}
+
+#[test]
+fn sigterm_parks_work_in_flight_and_exits_zero() {
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    sim.slow_target("account:1000889", Duration::from_secs(5));
+    let state = TempDir::new("term");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spawn = || {
+        Command::new(BIN)
+            .env_clear()
+            .envs(crate::harness::sim_env(&sim, &state))
+            .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ESPFD_SHUTDOWN_GRACE", "1s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
+    assert!(eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    let url = format!("http://127.0.0.1:{port}/events");
+    let auth = crate::harness::basic(crate::harness::USER, crate::harness::PASSWORD);
+    assert_eq!(
+        crate::harness::post(
+            &url,
+            Some(&auth),
+            &account_event("Subscriber/Updated", 1, 1000889)
+        )
+        .0,
+        200
+    );
+    assert!(eventually(Duration::from_secs(5), || !sim
+        .target_calls()
+        .is_empty()));
+    let t0 = std::time::Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "clean exit");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "stopped within the grace, not after the slow call"
+    );
+
+    sim.slow_target("account:1000889", Duration::ZERO);
+    let mut child = spawn();
+    let done = eventually(Duration::from_secs(15), || {
+        sim.statuses().iter().any(|s| s.status == "OK")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(done, "the parked event was processed after the restart");
+}

@@ -1,0 +1,185 @@
+//! Crash test: events keep arriving while espfd is killed with SIGKILL at random moments and
+//! restarted on the same state dir. Every event that got a 200 must reach the target and end
+//! with a final status at the ESPF API. Prints what it measured; exits non-zero on a loss.
+//!
+//! Run alone with `cargo test --release --test crash` (it is part of `cargo test` too).
+//! Sizes: CRASH_EVENTS (default 1200), CRASH_KILLS (default 6).
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use espfd::sim::{Sim, SimConfig};
+use espfd::util::{base64_encode, jitter_u64};
+
+const SENDERS: u64 = 4;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn start(sim: &Sim, state: &std::path::Path, port: u16) -> Child {
+    let sc = SimConfig::default();
+    Command::new(env!("CARGO_BIN_EXE_espfd"))
+        .env_clear()
+        .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ESPFD_AUTH_USER", "espf")
+        .env("ESPFD_AUTH_PASSWORD", "crash")
+        .env("ESPFD_PB_URL", sim.url())
+        .env("ESPFD_PB_LOGIN", &sc.login)
+        .env("ESPFD_PB_PASSWORD", &sc.password)
+        .env("ESPFD_GROUP", "HSS")
+        .env("ESPFD_TARGET_URL", sim.target_url())
+        .env("ESPFD_RETRY_INITIAL", "100ms")
+        .env("ESPFD_RETRY_MAX_DELAY", "1s")
+        .env("ESPFD_STATE_DIR", state)
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start espfd")
+}
+
+/// Sends one event until espfd answers 200 (ESPF retries too); `false` if it never did.
+fn send_until_acked(agent: &ureq::Agent, url: &str, auth: &str, i_event: u64, stop: &AtomicBool) -> bool {
+    let body = format!(
+        r#"{{"event_type":"Subscriber/Updated","variables":{{"i_event":{i_event},"i_account":{}}}}}"#,
+        200_000 + i_event % 50
+    );
+    while !stop.load(Ordering::Relaxed) {
+        let reply = agent
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header("Authorization", auth)
+            .send(body.as_str());
+        if let Ok(r) = reply {
+            if r.status().as_u16() == 200 {
+                return true;
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn main() {
+    let events = env_u64("CRASH_EVENTS", 1200);
+    let kills_wanted = env_u64("CRASH_KILLS", 6);
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).expect("simulators");
+    let state = std::env::temp_dir().join(format!("espfd-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/events");
+    let auth = format!("Basic {}", base64_encode(b"espf:crash"));
+
+    let child = Arc::new(Mutex::new(start(&sim, &state, port)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let started = Instant::now();
+
+    // Senders: events 1..=N split over a few connections, paced to span the kills.
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let (url, auth, stop, acked) = (url.clone(), auth.clone(), stop.clone(), acked.clone());
+            thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(5)))
+                    .build()
+                    .into();
+                let mut i = s + 1;
+                while i <= events {
+                    if send_until_acked(&agent, &url, &auth, i, &stop) {
+                        acked.lock().unwrap().insert(i);
+                    }
+                    i += SENDERS;
+                    thread::sleep(Duration::from_millis(8));
+                }
+            })
+        })
+        .collect();
+
+    // Killer: SIGKILL at random moments while events arrive, restart at once.
+    let mut kills = 0;
+    while kills < kills_wanted || senders.iter().any(|s| !s.is_finished()) {
+        thread::sleep(Duration::from_millis(150 + jitter_u64() % 450));
+        if started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        let mut c = child.lock().unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
+        kills += 1;
+        *c = start(&sim, &state, port);
+        if kills >= kills_wanted && senders.iter().all(|s| s.is_finished()) {
+            break;
+        }
+    }
+    for s in senders {
+        let _ = s.join();
+    }
+    let sent_for = started.elapsed();
+    let acked: HashSet<u64> = acked.lock().unwrap().clone();
+
+    // Let the last incarnation finish the backlog.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut delivered, mut reported);
+    loop {
+        delivered = HashSet::new();
+        for c in sim.target_calls() {
+            if c.status == 200 {
+                if let Some(i) = c.i_event {
+                    delivered.insert(i as u64);
+                }
+            }
+        }
+        reported = HashSet::new();
+        for s in sim.statuses() {
+            if s.status == "OK" {
+                if let Some(i) = s.message.strip_prefix("provisioned ").and_then(|v| v.trim().parse::<u64>().ok()) {
+                    reported.insert(i);
+                }
+            }
+        }
+        let done = acked.iter().all(|i| delivered.contains(i) && reported.contains(i));
+        if done || Instant::now() > deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    {
+        let mut c = child.lock().unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    let mut per_event: HashMap<u64, usize> = HashMap::new();
+    for c in sim.target_calls() {
+        if let Some(i) = c.i_event {
+            *per_event.entry(i as u64).or_default() += 1;
+        }
+    }
+    let total_calls: usize = per_event.values().sum();
+    let duplicates = total_calls - per_event.len();
+    let lost_target: Vec<u64> = acked.iter().filter(|i| !delivered.contains(i)).copied().collect();
+    let lost_status: Vec<u64> = acked.iter().filter(|i| !reported.contains(i)).copied().collect();
+
+    println!("crash test: {events} events sent over {:.1} s with {kills} SIGKILLs and restarts", sent_for.as_secs_f64());
+    println!("  acknowledged (200): {}", acked.len());
+    println!("  delivered to the target: {} acknowledged events, {total_calls} target calls, {duplicates} duplicate calls", acked.len() - lost_target.len());
+    println!("  final status at the ESPF API: {}", acked.len() - lost_status.len());
+    println!("  lost: {} at the target, {} without a final status", lost_target.len(), lost_status.len());
+    sim.shutdown();
+    let _ = std::fs::remove_dir_all(&state);
+    let ok = kills >= kills_wanted && acked.len() as u64 == events && lost_target.is_empty() && lost_status.is_empty();
+    if ok {
+        println!("crash: 1 passed, 0 failed");
+    } else {
+        println!("crash: 0 passed, 1 failed");
+        std::process::exit(1);
+    }
+}

@@ -74,7 +74,6 @@ fn parse(args: &[String]) -> Result<Args, Error> {
                     .parse()
                     .map_err(|_| Error::Usage(format!("--limit '{v}' is not a number")))?;
             }
-            "-h" | "--help" => return Err(Error::Usage(USAGE.to_string())),
             s if s.starts_with('-') => {
                 return Err(Error::Usage(format!("unknown option {s}\n{USAGE}")))
             }
@@ -106,6 +105,10 @@ fn open(a: &Args) -> Result<Reader, Error> {
 
 /// Runs `espfd events <args>`.
 pub fn run(args: &[String]) -> Result<ExitCode, Error> {
+    if args.iter().any(|a| a == "-h" || a == "--help" || a == "help") {
+        print!("{USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some((sub, rest)) = args.split_first() else {
         return Err(Error::Usage(USAGE.to_string()));
     };

@@ -626,6 +626,37 @@ mod tests {
         assert_eq!(c.espf_url, "https://pb.example.net");
         assert_eq!(c.limits.max_body, 65536);
         assert_eq!(c.retry_max_age, Duration::from_secs(86_400));
+        assert_eq!(c.limits.max_headers, 64);
+        assert_eq!(c.limits.max_requests_per_connection, 10_000);
+        assert_eq!(c.limits.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.tls, None);
+        assert!(c.allow_from.allows_everyone());
+    }
+
+    #[test]
+    fn front_door_settings_parse() {
+        let mut m = base();
+        m.insert("ESPFD_ALLOW_FROM".into(), "10.0.0.0/8, ::1".into());
+        m.insert("ESPFD_TLS_CERT".into(), "/etc/espfd/cert.pem".into());
+        m.insert("ESPFD_TLS_KEY".into(), "/etc/espfd/key.pem".into());
+        m.insert("ESPFD_AUTH".into(), "signature".into());
+        m.insert("ESPFD_AUTH_KEY_ID".into(), "test".into());
+        m.insert("ESPFD_AUTH_KEY".into(), "k3y".into());
+        let c = validate(&m).unwrap();
+        assert_eq!(c.allow_from.to_string(), "10.0.0.0/8, ::1/128");
+        assert_eq!(
+            c.tls.unwrap().cert,
+            std::path::PathBuf::from("/etc/espfd/cert.pem")
+        );
+        assert_eq!(
+            c.auth,
+            InboundAuth::Signature {
+                key_id: "test".into(),
+                key: "k3y".into(),
+                max_skew: Duration::from_secs(300)
+            }
+        );
+        assert!(!format!("{:?}", c.auth).contains("k3y"));
     }
 
     #[test]
@@ -638,10 +669,24 @@ mod tests {
             ("ESPFD_ESPF_FORMAT", "xml"),
             ("ESPFD_READ_TIMEOUT", "soon"),
             ("ESPFD_TARGET_URL", "ftp://x"),
+            ("ESPFD_ALLOW_FROM", "10.0.0.0/33"),
+            ("ESPFD_ALLOW_FROM", "intranet"),
+            ("ESPFD_MAX_HEADERS", "0"),
+            ("ESPFD_MAX_REQUESTS_PER_CONNECTION", "0"),
+            ("ESPFD_TLS_HANDSHAKE_TIMEOUT", "never"),
         ] {
             let mut m = base();
             m.insert(var.into(), value.into());
             assert_eq!(validate(&m).unwrap_err().var, var, "{var}={value}");
+        }
+        // One of the two TLS files without the other names the missing one.
+        for (set, missing) in [
+            ("ESPFD_TLS_CERT", "ESPFD_TLS_KEY"),
+            ("ESPFD_TLS_KEY", "ESPFD_TLS_CERT"),
+        ] {
+            let mut m = base();
+            m.insert(set.into(), "/etc/espfd/x.pem".into());
+            assert_eq!(validate(&m).unwrap_err().var, missing);
         }
         let mut m = base();
         m.remove("ESPFD_GROUP");

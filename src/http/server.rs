@@ -225,7 +225,10 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     None => serve_connection(stream, peer, &s),
                     Some(t) => match tls::accept(t, stream, s.limits.tls_handshake_timeout) {
                         Ok(stream) => serve_connection(stream, peer, &s),
-                        Err(why) => log::info!("TLS handshake with {peer} failed: {why}"),
+                        Err(f) if f.silent_close => {
+                            log::debug!("{peer} closed without starting a TLS handshake")
+                        }
+                        Err(f) => log::info!("TLS handshake with {peer} failed: {}", f.why),
                     },
                 }
             });

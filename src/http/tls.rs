@@ -175,6 +175,30 @@ fn fingerprint(cert: &CertificateDer<'_>) -> String {
 /// A TLS connection over TCP, as the connection code reads and writes it.
 pub(crate) type TlsStream = StreamOwned<ServerConnection, TcpStream>;
 
+/// Why a handshake did not complete.
+pub(crate) struct HandshakeFailed {
+    /// What happened, for the log.
+    pub why: String,
+    /// The peer connected and closed without sending a byte (a port probe or a TCP health
+    /// check): not worth more than a debug line.
+    pub silent_close: bool,
+}
+
+impl From<String> for HandshakeFailed {
+    fn from(why: String) -> Self {
+        HandshakeFailed {
+            why,
+            silent_close: false,
+        }
+    }
+}
+
+impl From<&str> for HandshakeFailed {
+    fn from(why: &str) -> Self {
+        why.to_string().into()
+    }
+}
+
 /// Runs the server side of the handshake on `tcp` within `timeout`. Every failure ends the
 /// attempt: an error from rustls (after sending its alert), the peer closing or sending
 /// close_notify, or the deadline — so a peer can never make this loop spin.
@@ -182,8 +206,9 @@ pub(crate) fn accept(
     tls: &Tls,
     mut tcp: TcpStream,
     timeout: Duration,
-) -> Result<TlsStream, String> {
+) -> Result<TlsStream, HandshakeFailed> {
     let mut conn = ServerConnection::new(tls.config()).map_err(|e| e.to_string())?;
+    let mut received = 0usize;
     let deadline = Instant::now() + timeout;
     let left = |deadline: Instant| {
         let d = deadline.saturating_duration_since(Instant::now());
@@ -198,7 +223,7 @@ pub(crate) fn accept(
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => return Err(TOO_SLOW.into()),
-                Err(e) => return Err(format!("writing: {e}")),
+                Err(e) => return Err(format!("writing: {e}").into()),
             }
         }
         if !conn.is_handshaking() {
@@ -210,11 +235,16 @@ pub(crate) fn accept(
         tcp.set_read_timeout(Some(left(deadline).ok_or(TOO_SLOW)?))
             .map_err(|e| e.to_string())?;
         match conn.read_tls(&mut tcp) {
-            Ok(0) => return Err("peer closed the connection during the handshake".into()),
-            Ok(_) => {}
+            Ok(0) => {
+                return Err(HandshakeFailed {
+                    why: "peer closed the connection during the handshake".into(),
+                    silent_close: received == 0,
+                })
+            }
+            Ok(n) => received += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if is_timeout(&e) => return Err(TOO_SLOW.into()),
-            Err(e) => return Err(format!("reading: {e}")),
+            Err(e) => return Err(format!("reading: {e}").into()),
         }
         match conn.process_new_packets() {
             Ok(state) if state.peer_has_closed() => {
@@ -225,7 +255,7 @@ pub(crate) fn accept(
                 // Tell the peer why (the alert rustls queued), then give up.
                 let _ = tcp.set_write_timeout(Some(Duration::from_millis(200)));
                 let _ = conn.write_tls(&mut tcp);
-                return Err(e.to_string());
+                return Err(e.to_string().into());
             }
         }
     }

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::AllowList;
 use crate::util::parse_duration;
 
 /// One environment variable: its name, default, whether it is a secret, and its meaning.
@@ -50,10 +51,16 @@ const fn secret(name: &'static str, help: &'static str) -> Var {
 pub const VARS: &[Var] = &[
     var("ESPFD_LISTEN", Some("0.0.0.0:8080"), "address and port the listener binds (ingress for ESPF, health, metrics)"),
     var("ESPFD_EVENTS_PATH", Some("/events"), "path ESPF POSTs events to; set the EventSender URL to http://<host>:<port><path>"),
-    var("ESPFD_AUTH", Some("basic"), "how ESPF authenticates: basic | custom | none (none must be chosen explicitly)"),
+    var("ESPFD_AUTH", Some("basic"), "how ESPF authenticates: basic | custom | signature | none (none must be chosen explicitly)"),
     var("ESPFD_AUTH_USER", None, "basic auth: user name ESPF sends (required with ESPFD_AUTH=basic)"),
     secret("ESPFD_AUTH_PASSWORD", "basic auth: password ESPF sends (required with ESPFD_AUTH=basic)"),
     secret("ESPFD_AUTH_CUSTOM", "custom auth: the whole Authorization value ESPF sends, e.g. 'Plain passexample'"),
+    var("ESPFD_AUTH_KEY_ID", None, "signature auth: the key ID ESPF sends as keyId (required with ESPFD_AUTH=signature)"),
+    secret("ESPFD_AUTH_KEY", "signature auth: the signature key (HMAC-SHA1 secret) (required with ESPFD_AUTH=signature)"),
+    var("ESPFD_AUTH_MAX_SKEW", Some("300"), "signature auth: how far the signed Date header may be from espfd's clock"),
+    var("ESPFD_TLS_CERT", None, "HTTPS: PEM file with the certificate chain, server certificate first (with ESPFD_TLS_KEY; reloaded on SIGHUP)"),
+    var("ESPFD_TLS_KEY", None, "HTTPS: PEM file with the private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (with ESPFD_TLS_CERT)"),
+    var("ESPFD_ALLOW_FROM", None, "comma-separated addresses/CIDR blocks allowed to connect, e.g. 10.0.0.0/8,::1 (default: everyone)"),
     var("ESPFD_PB_URL", None, "PortaBilling web server, e.g. https://pb.example.net (required); the API is under /rest"),
     var("ESPFD_PB_LOGIN", None, "PortaBilling API user (administrator realm) (required)"),
     secret("ESPFD_PB_PASSWORD", "password of ESPFD_PB_LOGIN (this or ESPFD_PB_TOKEN is required)"),
@@ -79,6 +86,9 @@ pub const VARS: &[Var] = &[
     var("ESPFD_MAX_CONNECTIONS", Some("256"), "most simultaneous inbound connections; beyond it new ones get 503"),
     var("ESPFD_MAX_BODY", Some("65536"), "largest accepted request body in bytes; larger gets 413"),
     var("ESPFD_MAX_HEADER", Some("8192"), "largest accepted request head (request line + headers) in bytes; larger gets 431"),
+    var("ESPFD_MAX_HEADERS", Some("64"), "most header lines in one request; more gets 431"),
+    var("ESPFD_MAX_REQUESTS_PER_CONNECTION", Some("10000"), "requests served on one keep-alive connection before espfd closes it"),
+    var("ESPFD_TLS_HANDSHAKE_TIMEOUT", Some("10s"), "time allowed for a client to complete the TLS handshake"),
     var("ESPFD_READ_TIMEOUT", Some("10s"), "time allowed to receive one whole request once it has started"),
     var("ESPFD_IDLE_TIMEOUT", Some("60s"), "how long an idle keep-alive connection is kept open"),
     var("ESPFD_WRITE_TIMEOUT", Some("10s"), "time allowed to send one reply"),
@@ -264,14 +274,47 @@ impl RawConfig {
                     value: value.to_string(),
                 }
             }
+            "signature" => {
+                let key_id = self.required("ESPFD_AUTH_KEY_ID")?.to_string();
+                if key_id.contains(['"', '\\']) {
+                    return Err(err("ESPFD_AUTH_KEY_ID", "must not contain '\"' or '\\'"));
+                }
+                InboundAuth::Signature {
+                    key_id,
+                    key: self.required("ESPFD_AUTH_KEY")?.to_string(),
+                    max_skew: self.duration("ESPFD_AUTH_MAX_SKEW")?,
+                }
+            }
             "none" => InboundAuth::None,
             other => {
                 return Err(err(
                     "ESPFD_AUTH",
-                    format!("'{other}' is not one of basic, custom, none"),
+                    format!("'{other}' is not one of basic, custom, signature, none"),
                 ))
             }
         };
+
+        let tls = match (self.get("ESPFD_TLS_CERT"), self.get("ESPFD_TLS_KEY")) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(err(
+                    "ESPFD_TLS_KEY",
+                    "is required when ESPFD_TLS_CERT is set (set both for HTTPS, or neither)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "ESPFD_TLS_CERT",
+                    "is required when ESPFD_TLS_KEY is set (set both for HTTPS, or neither)",
+                ))
+            }
+        };
+        let allow_from = AllowList::parse(self.get("ESPFD_ALLOW_FROM").unwrap_or(""))
+            .map_err(|e| err("ESPFD_ALLOW_FROM", e))?;
 
         let pb_url = self.url("ESPFD_PB_URL", self.required("ESPFD_PB_URL")?)?;
         let pb_login = self.required("ESPFD_PB_LOGIN")?.to_string();
@@ -363,6 +406,8 @@ impl RawConfig {
             listen,
             events_path,
             auth,
+            tls,
+            allow_from,
             pb_url,
             pb_login,
             pb_secret,
@@ -389,9 +434,16 @@ impl RawConfig {
                 max_connections: self.number("ESPFD_MAX_CONNECTIONS", 1, 100_000)? as usize,
                 max_body: self.number("ESPFD_MAX_BODY", 256, 64 << 20)? as usize,
                 max_header: self.number("ESPFD_MAX_HEADER", 512, 1 << 20)? as usize,
+                max_headers: self.number("ESPFD_MAX_HEADERS", 4, 1000)? as usize,
+                max_requests_per_connection: self.number(
+                    "ESPFD_MAX_REQUESTS_PER_CONNECTION",
+                    1,
+                    10_000_000,
+                )? as usize,
                 read_timeout: self.duration("ESPFD_READ_TIMEOUT")?,
                 idle_timeout: self.duration("ESPFD_IDLE_TIMEOUT")?,
                 write_timeout: self.duration("ESPFD_WRITE_TIMEOUT")?,
+                tls_handshake_timeout: self.duration("ESPFD_TLS_HANDSHAKE_TIMEOUT")?,
             },
             log_format,
         })
@@ -405,6 +457,13 @@ pub enum InboundAuth {
     Basic { user: String, password: String },
     /// The whole `Authorization` value, e.g. `Plain passexample`.
     Custom { value: String },
+    /// `Authorization: Signature keyId="..",algorithm="hmac-sha1",signature=".."`: HMAC-SHA1
+    /// with `key` over the `Date` header, which must be within `max_skew` of now.
+    Signature {
+        key_id: String,
+        key: String,
+        max_skew: Duration,
+    },
     /// No authentication (must be chosen explicitly).
     None,
 }
@@ -416,6 +475,12 @@ impl fmt::Debug for InboundAuth {
                 write!(f, "Basic {{ user: {user:?}, password: <redacted> }}")
             }
             InboundAuth::Custom { .. } => write!(f, "Custom {{ value: <redacted> }}"),
+            InboundAuth::Signature {
+                key_id, max_skew, ..
+            } => write!(
+                f,
+                "Signature {{ key_id: {key_id:?}, key: <redacted>, max_skew: {max_skew:?} }}"
+            ),
             InboundAuth::None => write!(f, "None"),
         }
     }
@@ -494,12 +559,18 @@ pub struct Limits {
     pub max_body: usize,
     /// Largest request head. Defaults to 8 KiB.
     pub max_header: usize,
+    /// Most header lines in one request. Defaults to 64.
+    pub max_headers: usize,
+    /// Requests served on one connection before it is closed. Defaults to 10 000.
+    pub max_requests_per_connection: usize,
     /// Time to receive one whole request. Defaults to 10 s.
     pub read_timeout: Duration,
     /// Time an idle keep-alive connection is kept. Defaults to 60 s.
     pub idle_timeout: Duration,
     /// Time to send one reply. Defaults to 10 s.
     pub write_timeout: Duration,
+    /// Time for a client to complete the TLS handshake. Defaults to 10 s.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -508,11 +579,22 @@ impl Default for Limits {
             max_connections: 256,
             max_body: 64 * 1024,
             max_header: 8192,
+            max_headers: 64,
+            max_requests_per_connection: 10_000,
             read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// The certificate and key files of HTTPS (`ESPFD_TLS_CERT`, `ESPFD_TLS_KEY`). They are read
+/// when the service starts and again on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The validated configuration of the service.
@@ -521,6 +603,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub events_path: String,
     pub auth: InboundAuth,
+    /// HTTPS when set.
+    pub tls: Option<TlsFiles>,
+    /// Peers allowed to connect (empty: everyone).
+    pub allow_from: AllowList,
     pub pb_url: String,
     pub pb_login: String,
     pub pb_secret: PbSecret,
@@ -596,6 +682,37 @@ mod tests {
         assert_eq!(c.espf_url, "https://pb.example.net");
         assert_eq!(c.limits.max_body, 65536);
         assert_eq!(c.retry_max_age, Duration::from_secs(86_400));
+        assert_eq!(c.limits.max_headers, 64);
+        assert_eq!(c.limits.max_requests_per_connection, 10_000);
+        assert_eq!(c.limits.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.tls, None);
+        assert!(c.allow_from.allows_everyone());
+    }
+
+    #[test]
+    fn front_door_settings_parse() {
+        let mut m = base();
+        m.insert("ESPFD_ALLOW_FROM".into(), "10.0.0.0/8, ::1".into());
+        m.insert("ESPFD_TLS_CERT".into(), "/etc/espfd/cert.pem".into());
+        m.insert("ESPFD_TLS_KEY".into(), "/etc/espfd/key.pem".into());
+        m.insert("ESPFD_AUTH".into(), "signature".into());
+        m.insert("ESPFD_AUTH_KEY_ID".into(), "test".into());
+        m.insert("ESPFD_AUTH_KEY".into(), "k3y".into());
+        let c = validate(&m).unwrap();
+        assert_eq!(c.allow_from.to_string(), "10.0.0.0/8, ::1/128");
+        assert_eq!(
+            c.tls.unwrap().cert,
+            std::path::PathBuf::from("/etc/espfd/cert.pem")
+        );
+        assert_eq!(
+            c.auth,
+            InboundAuth::Signature {
+                key_id: "test".into(),
+                key: "k3y".into(),
+                max_skew: Duration::from_secs(300)
+            }
+        );
+        assert!(!format!("{:?}", c.auth).contains("k3y"));
     }
 
     #[test]
@@ -608,10 +725,24 @@ mod tests {
             ("ESPFD_ESPF_FORMAT", "xml"),
             ("ESPFD_READ_TIMEOUT", "soon"),
             ("ESPFD_TARGET_URL", "ftp://x"),
+            ("ESPFD_ALLOW_FROM", "10.0.0.0/33"),
+            ("ESPFD_ALLOW_FROM", "intranet"),
+            ("ESPFD_MAX_HEADERS", "0"),
+            ("ESPFD_MAX_REQUESTS_PER_CONNECTION", "0"),
+            ("ESPFD_TLS_HANDSHAKE_TIMEOUT", "never"),
         ] {
             let mut m = base();
             m.insert(var.into(), value.into());
             assert_eq!(validate(&m).unwrap_err().var, var, "{var}={value}");
+        }
+        // One of the two TLS files without the other names the missing one.
+        for (set, missing) in [
+            ("ESPFD_TLS_CERT", "ESPFD_TLS_KEY"),
+            ("ESPFD_TLS_KEY", "ESPFD_TLS_CERT"),
+        ] {
+            let mut m = base();
+            m.insert(set.into(), "/etc/espfd/x.pem".into());
+            assert_eq!(validate(&m).unwrap_err().var, missing);
         }
         let mut m = base();
         m.remove("ESPFD_GROUP");

@@ -11,7 +11,7 @@ use crossbeam_channel::Sender;
 use crate::config::Config;
 use crate::error::Error;
 use crate::espf::EspfClient;
-use crate::http::{self, Server};
+use crate::http::{self, Server, Tls};
 use crate::ingress::Ingress;
 use crate::pipeline::{Ctx, Pipeline, Step};
 use crate::portabilling::PbClient;
@@ -21,6 +21,7 @@ use crate::target::Target;
 /// A running espfd.
 pub struct Service {
     server: Server,
+    tls: Option<Arc<Tls>>,
     pipeline: Pipeline,
     ctx: Arc<Ctx>,
     writer: WriterThread,
@@ -30,6 +31,11 @@ impl Service {
     /// Starts everything. `observer` receives a [`Step`] for each thing that happens to an
     /// event (used by `espfd demo` and tests).
     pub fn start(config: &Config, observer: Option<Sender<Step>>) -> Result<Service, Error> {
+        // The certificate first: a bad one must stop the start before anything else happens.
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(Tls::load(&files.cert, &files.key)?)),
+            None => None,
+        };
         let (store, writer) = Store::open(&config.state_dir, config.workers)?;
         let pb = Arc::new(PbClient::new(config)?);
         let espf = EspfClient::new(config, pb.clone())?;
@@ -62,18 +68,35 @@ impl Service {
             observer,
             callback_token: config.callback_token.clone(),
         };
-        let server = http::serve(listener, config.limits.clone(), Arc::new(ingress))
+        let options = http::Options {
+            limits: config.limits.clone(),
+            tls: tls.clone(),
+            allow_from: config.allow_from.clone(),
+        };
+        let server = http::serve_with(listener, options, Arc::new(ingress))
             .map_err(|e| Error::io("cannot start the listener", e))?;
+        if let Some(t) = &tls {
+            log::info!(
+                "HTTPS with the certificate in {} (SHA-256 {})",
+                t.files().0.display(),
+                t.fingerprint()
+            );
+        }
+        if !config.allow_from.allows_everyone() {
+            log::info!("accepting connections only from {}", config.allow_from);
+        }
         log::info!(
-            "espfd {} listening on {} (events at {}), {} workers, store {}",
+            "espfd {} listening on {}{} (events at {}), {} workers, store {}",
             env!("CARGO_PKG_VERSION"),
             server.local_addr(),
+            if tls.is_some() { " (HTTPS)" } else { "" },
             config.events_path,
             config.workers,
             ctx.store.path().display()
         );
         Ok(Service {
             server,
+            tls,
             pipeline,
             ctx,
             writer,
@@ -83,6 +106,33 @@ impl Service {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// Reloads what can change without a restart: the TLS certificate and key, read again
+    /// from their files (SIGHUP calls this). If they are bad, the previous ones stay in use
+    /// and the error says why. The listener and open connections are not touched.
+    pub fn reload(&self) -> Result<(), Error> {
+        let Some(tls) = &self.tls else {
+            log::info!("reload: nothing to reload (no ESPFD_TLS_CERT)");
+            return Ok(());
+        };
+        match tls.reload() {
+            Ok(()) => {
+                log::info!(
+                    "reload: TLS certificate reloaded from {} (SHA-256 {})",
+                    tls.files().0.display(),
+                    tls.fingerprint()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                log::error!(
+                    "reload: {e}; still serving the previous certificate (SHA-256 {})",
+                    tls.fingerprint()
+                );
+                Err(e)
+            }
+        }
     }
 
     /// Successful PortaBilling logins so far.
@@ -108,15 +158,22 @@ impl Service {
     }
 }
 
-/// Runs the service until SIGTERM or SIGINT.
+/// Runs the service until SIGTERM or SIGINT; SIGHUP reloads the TLS certificate and key.
 pub fn run(config: &Config) -> Result<(), Error> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| Error::io("cannot install signal handlers", e))?;
     }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .map_err(|e| Error::io("cannot install signal handlers", e))?;
     let service = Service::start(config, None)?;
     while !stop.load(Ordering::SeqCst) {
+        if hup.swap(false, Ordering::SeqCst) {
+            // The outcome is logged; a failed reload keeps the service running as it was.
+            let _ = service.reload();
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     log::info!("signal received; shutting down");

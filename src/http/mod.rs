@@ -2,13 +2,18 @@
 //!
 //! Why our own: see product.md ("tiny_http, which the first design named, is not used"). This
 //! is a std `TcpListener`, one thread per connection up to a fixed maximum, deadlines on every
-//! read and write, caps on the request head and body, and `httparse` for the head. It is not a
-//! general web framework: no chunked request bodies, no `Expect: 100-continue` dance, no
-//! compression — ESPF does not need them.
+//! read and write, caps on the request head and body, and `httparse` for the head; optionally
+//! TLS (rustls, [`Tls`]) and an IP allow-list ([`AllowList`]). It is not a general web
+//! framework: no chunked request bodies, no `Expect: 100-continue` dance, no compression —
+//! ESPF does not need them.
 
+mod allow;
 mod server;
+mod tls;
 
-pub use server::{serve, Handler, Server};
+pub use allow::AllowList;
+pub use server::{serve, serve_with, Handler, Options, Server};
+pub use tls::Tls;
 
 use std::net::SocketAddr;
 

@@ -8,15 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::allow::AllowList;
+use super::tls::{self, Tls, Transport};
 use super::{reason, Request, Response};
 use crate::config::Limits;
 
-/// Most headers in one request.
-const MAX_HEADERS: usize = 64;
-/// Most requests served on one keep-alive connection before it is closed.
-const MAX_REQUESTS_PER_CONNECTION: usize = 100_000;
 /// Stack of a connection thread: parsing and handling need little, and many may exist.
 const CONNECTION_STACK: usize = 256 * 1024;
+/// After an error reply, how much of what the client still sends is read and discarded, and
+/// for how long, so that the reply is not lost to a TCP reset ("lingering close").
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(1);
 
 /// Something that answers requests. Must not panic: a panic is answered with 500 in debug
 /// builds and aborts the process in release builds.
@@ -34,8 +36,21 @@ where
     }
 }
 
+/// What the listener needs besides its handler.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// HTTPS: `None` serves plain HTTP.
+    pub tls: Option<Arc<Tls>>,
+    /// Peers allowed to connect; the default allows everyone.
+    pub allow_from: AllowList,
+}
+
 struct Shared {
     limits: Limits,
+    tls: Option<Arc<Tls>>,
+    allow_from: AllowList,
     handler: Arc<dyn Handler>,
     stop: AtomicBool,
     active: AtomicUsize,
@@ -101,15 +116,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Serves `handler` on `listener` until the returned [`Server`] is shut down or dropped.
+/// Serves `handler` on `listener` over plain HTTP until the returned [`Server`] is shut down
+/// or dropped.
 pub fn serve(
     listener: TcpListener,
     limits: Limits,
     handler: Arc<dyn Handler>,
 ) -> io::Result<Server> {
+    serve_with(
+        listener,
+        Options {
+            limits,
+            ..Options::default()
+        },
+        handler,
+    )
+}
+
+/// Serves `handler` on `listener` with TLS and an allow-list as `options` say.
+pub fn serve_with(
+    listener: TcpListener,
+    options: Options,
+    handler: Arc<dyn Handler>,
+) -> io::Result<Server> {
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
-        limits,
+        limits: options.limits,
+        tls: options.tls,
+        allow_from: options.allow_from,
         handler,
         stop: AtomicBool::new(false),
         active: AtomicUsize::new(0),
@@ -129,6 +163,8 @@ pub fn serve(
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(5);
+    let mut not_allowed = Throttled::default();
+    let mut too_many = Throttled::default();
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(pair) => {
@@ -150,12 +186,28 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
+        if !shared.allow_from.permits(peer.ip()) {
+            // Closed before a byte is read.
+            drop(stream);
+            not_allowed.warn(|more| {
+                log::warn!(
+                    "connection from {} refused: not in ESPFD_ALLOW_FROM{more}",
+                    peer.ip()
+                )
+            });
+            continue;
+        }
         if shared.active.load(Ordering::SeqCst) >= shared.limits.max_connections {
-            log::warn!(
-                "connection from {peer} refused: {} connections open (ESPFD_MAX_CONNECTIONS)",
-                shared.limits.max_connections
-            );
-            refuse(stream);
+            too_many.warn(|more| {
+                log::warn!(
+                    "connection from {peer} refused: {} connections open (ESPFD_MAX_CONNECTIONS){more}",
+                    shared.limits.max_connections
+                )
+            });
+            if shared.tls.is_none() {
+                refuse(stream);
+            }
+            // Over TLS a reply needs a handshake, which would need a thread: close instead.
             continue;
         }
         shared.active.fetch_add(1, Ordering::SeqCst);
@@ -169,15 +221,54 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
                 let _guard = ConnGuard { shared: &s, id };
-                serve_connection(stream, peer, &s);
+                match &s.tls {
+                    None => serve_connection(stream, peer, &s),
+                    Some(t) => match tls::accept(t, stream, s.limits.tls_handshake_timeout) {
+                        Ok(stream) => serve_connection(stream, peer, &s),
+                        Err(f) if f.silent_close => {
+                            log::debug!("{peer} closed without starting a TLS handshake")
+                        }
+                        Err(f) => log::info!("TLS handshake with {peer} failed: {}", f.why),
+                    },
+                }
             });
         if let Err(e) = spawned {
             log::warn!("cannot start a connection thread: {e}");
             shared.active.fetch_sub(1, Ordering::SeqCst);
             if let Some(stream) = lock(&shared.open).remove(&id) {
-                refuse(stream);
+                if shared.tls.is_none() {
+                    refuse(stream);
+                }
             }
         }
+    }
+}
+
+/// A warning logged at most once a second, saying how many were left out meanwhile; a flood
+/// of refused connections must not become a flood of log lines.
+#[derive(Default)]
+struct Throttled {
+    last: Option<Instant>,
+    skipped: u64,
+}
+
+impl Throttled {
+    fn warn(&mut self, log: impl FnOnce(&str)) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.skipped += 1;
+            return;
+        }
+        let more = match self.skipped {
+            0 => String::new(),
+            n => format!(" ({n} more like it not logged)"),
+        };
+        log(&more);
+        self.last = Some(now);
+        self.skipped = 0;
     }
 }
 
@@ -211,21 +302,23 @@ enum ReadError {
     Reply(u16, &'static str),
 }
 
-fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, shared: &Shared) {
     let limits = &shared.limits;
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(limits.write_timeout));
+    let _ = stream.tcp().set_nodelay(true);
+    let _ = stream.tcp().set_write_timeout(Some(limits.write_timeout));
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
-    for _ in 0..MAX_REQUESTS_PER_CONNECTION {
+    for served in 1..=limits.max_requests_per_connection {
         if shared.stop.load(Ordering::SeqCst) {
-            return;
+            break;
         }
         let req = match read_request(&mut stream, &mut buf, peer, limits) {
             Ok(req) => req,
-            Err(ReadError::Gone) => return,
+            Err(ReadError::Gone) => break,
             Err(ReadError::Reply(status, why)) => {
                 let resp = Response::text(status, why).closing();
-                let _ = write_response(&mut stream, &resp, false);
+                if write_response(&mut stream, &resp, false).is_ok() {
+                    linger(stream);
+                }
                 return;
             }
         };
@@ -236,15 +329,48 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                 Ok(resp) => resp,
                 Err(_) => Response::text(500, "internal error").closing(),
             };
-        let keep = keep_alive && !resp.close && !shared.stop.load(Ordering::SeqCst);
-        if write_response(&mut stream, &resp, keep).is_err() || !keep {
+        // The last request a connection may carry is answered with `Connection: close`.
+        let keep = keep_alive
+            && !resp.close
+            && served < limits.max_requests_per_connection
+            && !shared.stop.load(Ordering::SeqCst);
+        if write_response(&mut stream, &resp, keep).is_err() {
             return;
+        }
+        if !keep {
+            break;
+        }
+    }
+    stream.close();
+}
+
+/// Closes after an error reply without losing the reply: stop sending, then read and discard
+/// what the client is still sending, for a short while. Closing a socket with unread data
+/// makes the kernel send a reset, which can destroy the reply before the client reads it.
+fn linger<S: Transport>(mut stream: S) {
+    stream.close();
+    let tcp = stream.tcp();
+    let _ = tcp.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut chunk = [0u8; 8192];
+    let mut discarded = 0;
+    let mut tcp = tcp;
+    while discarded < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || tcp.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match tcp.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => discarded += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
         }
     }
 }
 
-fn read_request(
-    stream: &mut TcpStream,
+fn read_request<S: Transport>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     peer: SocketAddr,
     limits: &Limits,
@@ -258,7 +384,7 @@ fn read_request(
     };
     let head_len = loop {
         if !buf.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
             let mut parsed = httparse::Request::new(&mut headers);
             match parsed.parse(buf) {
                 Ok(httparse::Status::Complete(n)) => break n,
@@ -282,7 +408,7 @@ fn read_request(
         return Err(ReadError::Reply(431, "request head too large"));
     }
 
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut parsed = httparse::Request::new(&mut headers);
     // Parsing the same bytes again cannot fail.
     let _ = parsed.parse(&buf[..head_len]);
@@ -352,8 +478,8 @@ fn read_request(
 }
 
 /// Reads what is available into `buf`. `deadline` None means "waiting for a new request".
-fn read_some(
-    stream: &mut TcpStream,
+fn read_some<S: Transport>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     deadline: Option<Instant>,
     limits: &Limits,
@@ -365,7 +491,7 @@ fn read_some(
     if timeout.is_zero() {
         return Err(ReadError::Reply(408, "request not received in time"));
     }
-    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.tcp().set_read_timeout(Some(timeout));
     let mut chunk = [0u8; 8192];
     loop {
         match stream.read(&mut chunk) {
@@ -391,7 +517,11 @@ fn read_some(
     }
 }
 
-fn write_response(stream: &mut TcpStream, resp: &Response, keep_alive: bool) -> io::Result<()> {
+fn write_response<S: Transport>(
+    stream: &mut S,
+    resp: &Response,
+    keep_alive: bool,
+) -> io::Result<()> {
     let mut out = Vec::with_capacity(128 + resp.body.len());
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     for (k, v) in &resp.headers {

@@ -126,13 +126,18 @@ impl Ingress {
     }
 
     fn event(&self, req: Request) -> Response {
-        if let Err(denied) = check_auth(&self.auth, req.header("authorization")) {
+        let (authorization, date) = (req.header("authorization"), req.header("date"));
+        if let Err(denied) = check_auth(&self.auth, authorization, date, now_ms() / 1000) {
             log::warn!("event from {} refused: {}", req.peer.ip(), denied.0);
             let resp = Response::text(401, "unauthorized");
             return match self.auth {
                 InboundAuth::Basic { .. } => {
                     resp.with_header("WWW-Authenticate", "Basic realm=\"espfd\"")
                 }
+                InboundAuth::Signature { .. } => resp.with_header(
+                    "WWW-Authenticate",
+                    "Signature realm=\"espfd\",headers=\"date\"",
+                ),
                 _ => resp,
             };
         }

@@ -2,9 +2,13 @@
 //! against the simulators of `src/sim`, and the real binary where a process boundary matters
 //! (start-up errors, kill and restart, the demo).
 
+mod auth;
 mod binary;
 mod failures;
 mod flow;
 mod harness;
 mod ingress;
+mod limits;
 mod robustness;
+mod support;
+mod tls;

@@ -18,7 +18,10 @@ use espfd::util::{base64_encode, jitter_u64};
 const SENDERS: u64 = 4;
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn start(sim: &Sim, state: &std::path::Path, port: u16) -> Child {
@@ -44,7 +47,13 @@ fn start(sim: &Sim, state: &std::path::Path, port: u16) -> Child {
 }
 
 /// Sends one event until espfd answers 200 (ESPF retries too); `false` if it never did.
-fn send_until_acked(agent: &ureq::Agent, url: &str, auth: &str, i_event: u64, stop: &AtomicBool) -> bool {
+fn send_until_acked(
+    agent: &ureq::Agent,
+    url: &str,
+    auth: &str,
+    i_event: u64,
+    stop: &AtomicBool,
+) -> bool {
     let body = format!(
         r#"{{"event_type":"Subscriber/Updated","variables":{{"i_event":{i_event},"i_account":{}}}}}"#,
         200_000 + i_event % 50
@@ -71,7 +80,11 @@ fn main() {
     let sim = Sim::start("127.0.0.1:0", SimConfig::default()).expect("simulators");
     let state = std::env::temp_dir().join(format!("espfd-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}/events");
     let auth = format!("Basic {}", base64_encode(b"espf:crash"));
 
@@ -139,12 +152,18 @@ fn main() {
         reported = HashSet::new();
         for s in sim.statuses() {
             if s.status == "OK" {
-                if let Some(i) = s.message.strip_prefix("provisioned ").and_then(|v| v.trim().parse::<u64>().ok()) {
+                if let Some(i) = s
+                    .message
+                    .strip_prefix("provisioned ")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                {
                     reported.insert(i);
                 }
             }
         }
-        let done = acked.iter().all(|i| delivered.contains(i) && reported.contains(i));
+        let done = acked
+            .iter()
+            .all(|i| delivered.contains(i) && reported.contains(i));
         if done || Instant::now() > deadline {
             break;
         }
@@ -165,17 +184,38 @@ fn main() {
     }
     let total_calls: usize = per_event.values().sum();
     let duplicates = total_calls - per_event.len();
-    let lost_target: Vec<u64> = acked.iter().filter(|i| !delivered.contains(i)).copied().collect();
-    let lost_status: Vec<u64> = acked.iter().filter(|i| !reported.contains(i)).copied().collect();
+    let lost_target: Vec<u64> = acked
+        .iter()
+        .filter(|i| !delivered.contains(i))
+        .copied()
+        .collect();
+    let lost_status: Vec<u64> = acked
+        .iter()
+        .filter(|i| !reported.contains(i))
+        .copied()
+        .collect();
 
-    println!("crash test: {events} events sent over {:.1} s with {kills} SIGKILLs and restarts", sent_for.as_secs_f64());
+    println!(
+        "crash test: {events} events sent over {:.1} s with {kills} SIGKILLs and restarts",
+        sent_for.as_secs_f64()
+    );
     println!("  acknowledged (200): {}", acked.len());
     println!("  delivered to the target: {} acknowledged events, {total_calls} target calls, {duplicates} duplicate calls", acked.len() - lost_target.len());
-    println!("  final status at the ESPF API: {}", acked.len() - lost_status.len());
-    println!("  lost: {} at the target, {} without a final status", lost_target.len(), lost_status.len());
+    println!(
+        "  final status at the ESPF API: {}",
+        acked.len() - lost_status.len()
+    );
+    println!(
+        "  lost: {} at the target, {} without a final status",
+        lost_target.len(),
+        lost_status.len()
+    );
     sim.shutdown();
     let _ = std::fs::remove_dir_all(&state);
-    let ok = kills >= kills_wanted && acked.len() as u64 == events && lost_target.is_empty() && lost_status.is_empty();
+    let ok = kills >= kills_wanted
+        && acked.len() as u64 == events
+        && lost_target.is_empty()
+        && lost_status.is_empty();
     if ok {
         println!("crash: 1 passed, 0 failed");
     } else {

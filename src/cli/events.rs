@@ -105,7 +105,10 @@ fn open(a: &Args) -> Result<Reader, Error> {
 
 /// Runs `espfd events <args>`.
 pub fn run(args: &[String]) -> Result<ExitCode, Error> {
-    if args.iter().any(|a| a == "-h" || a == "--help" || a == "help") {
+    if args
+        .iter()
+        .any(|a| a == "-h" || a == "--help" || a == "help")
+    {
         print!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
     }

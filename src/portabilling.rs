@@ -8,7 +8,7 @@
 //!
 //! Not here: what to do with a failure (the pipeline decides), ESPF status calls (`espf.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{json, Value};
@@ -81,6 +81,8 @@ pub struct PbClient {
     renew: Mutex<()>,
     generation: AtomicU64,
     logins: AtomicU64,
+    /// Unix ms of PortaBilling's last answer (a result or a fault); 0 before the first.
+    answered_at: AtomicI64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,12 +106,19 @@ impl PbClient {
             renew: Mutex::new(()),
             generation: AtomicU64::new(0),
             logins: AtomicU64::new(0),
+            answered_at: AtomicI64::new(0),
         })
     }
 
     /// Successful logins so far.
     pub fn logins(&self) -> u64 {
         self.logins.load(Ordering::Relaxed)
+    }
+
+    /// When PortaBilling last answered (a result or a fault), unix ms; `None` before the
+    /// first answer. `/readyz` reads it.
+    pub fn last_answer_ms(&self) -> Option<i64> {
+        Some(self.answered_at.load(Ordering::Relaxed)).filter(|&t| t > 0)
     }
 
     /// The login name (for basic auth to ESPF).
@@ -188,6 +197,7 @@ impl PbClient {
         match self.post("Session", "login", &json!({ "params": params }), None) {
             Ok(v) => {
                 self.logins.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::login();
                 log::info!("PortaBilling: logged in as {}", self.login);
                 Ok(v)
             }
@@ -254,6 +264,7 @@ impl PbClient {
         body: &Value,
         bearer: Option<&str>,
     ) -> Result<Value, PbError> {
+        let _timer = crate::metrics::timer(crate::metrics::Call::PortaBilling);
         let url = format!("{}/rest/{service}/{method}", self.base);
         let mut req = self
             .agent
@@ -273,6 +284,9 @@ impl PbClient {
             "PortaBilling {service}/{method}: {status} in {} ms",
             started.elapsed().as_millis()
         );
+        if status == 200 || status == 500 {
+            self.answered_at.store(now_ms(), Ordering::Relaxed);
+        }
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         match (status, parsed) {
             (200, Some(v @ Value::Object(_))) => Ok(v),

@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::espf::EspfClient;
 use crate::http::{self, Server};
 use crate::ingress::Ingress;
+use crate::monitor::Monitor;
 use crate::pipeline::{Ctx, Pipeline, Step};
 use crate::portabilling::PbClient;
 use crate::store::{Store, WriterThread};
@@ -60,7 +61,13 @@ impl Service {
             wakers: pipeline.wakers(),
             observer,
         };
-        let server = http::serve(listener, config.limits.clone(), Arc::new(ingress))
+        let handler = Monitor::new(
+            Arc::new(ingress),
+            &config.events_path,
+            ctx.store.clone(),
+            ctx.pb.clone(),
+        );
+        let server = http::serve(listener, config.limits.clone(), Arc::new(handler))
             .map_err(|e| Error::io("cannot start the listener", e))?;
         log::info!(
             "espfd {} listening on {} (events at {}), {} workers, store {}",
@@ -107,9 +114,16 @@ pub fn run(config: &Config) -> Result<(), Error> {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| Error::io("cannot install signal handlers", e))?;
     }
+    // SIGHUP (the init scripts' reload) must not end the process, its default action.
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .map_err(|e| Error::io("cannot install signal handlers", e))?;
     let service = Service::start(config, None)?;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
+        if hup.swap(false, Ordering::SeqCst) {
+            log::info!("SIGHUP received");
+        }
     }
     log::info!("signal received; shutting down");
     service.shutdown(Duration::from_secs(10));

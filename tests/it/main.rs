@@ -6,4 +6,5 @@ mod binary;
 mod flow;
 mod harness;
 mod ingress;
+mod metrics;
 mod robustness;

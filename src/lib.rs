@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod outbound;
 pub mod pipeline;
 pub mod portabilling;
+pub mod redact;
 pub mod service;
 pub mod sim;
 pub mod store;

@@ -27,7 +27,7 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
     match words.as_slice() {
         [] | ["run"] => {
             let config = RawConfig::from_env()?.validate()?;
-            logging::init(config.log_format);
+            logging::init_for(&config);
             service::run(&config)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -6,5 +6,6 @@ mod binary;
 mod flow;
 mod harness;
 mod ingress;
+mod logs;
 mod metrics;
 mod robustness;

@@ -32,6 +32,8 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         ["demo"] => cli::demo::run(),
+        ["check"] => cli::check::run(),
+        ["simulate", ..] => cli::simulate::run(&args[1..]),
         ["help", "env"] => {
             print!("{}", help_env());
             Ok(ExitCode::SUCCESS)

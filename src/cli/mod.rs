@@ -1,7 +1,9 @@
 //! Subcommands other than the service itself.
 
+pub mod check;
 pub mod demo;
 pub mod load;
+pub mod simulate;
 
 /// `espfd --help`.
 pub const USAGE: &str = "\
@@ -10,6 +12,8 @@ espfd — provisioning agent for PortaBilling's External System Provisioning Fra
 Usage:
   espfd [run]        run the service (configured by environment variables)
   espfd demo         run the whole flow on this machine against built-in simulators
+  espfd check        validate the configuration and try every connection; exit 0 when all pass
+  espfd simulate     simulated PortaBilling + ESPF API + target, standalone (--help for options)
   espfd help env     list every environment variable with its default
   espfd --help       this text
   espfd --version    the version

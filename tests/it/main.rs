@@ -3,9 +3,11 @@
 //! (start-up errors, kill and restart, the demo).
 
 mod binary;
+mod check;
 mod flow;
 mod harness;
 mod ingress;
 mod logs;
 mod metrics;
 mod robustness;
+mod simulate;

@@ -4,6 +4,7 @@
 
 mod binary;
 mod check;
+mod contrib;
 mod flow;
 mod harness;
 mod ingress;

@@ -458,6 +458,7 @@ mod tests {
         assert!(pem_summary(Path::new("/nonexistent/espfd.pem"), false)
             .unwrap_err()
             .contains("cannot read"));
+        let _ = std::fs::remove_dir_all(cert.parent().unwrap());
     }
 
     #[test]

@@ -93,6 +93,7 @@ pub const VARS: &[Var] = &[
     var("ESPFD_IDLE_TIMEOUT", Some("60s"), "how long an idle keep-alive connection is kept open"),
     var("ESPFD_WRITE_TIMEOUT", Some("10s"), "time allowed to send one reply"),
     var("ESPFD_LOG_FORMAT", Some("text"), "log line format: text | json"),
+    var("ESPFD_REDACT", Some(crate::redact::DEFAULT_FIELDS), "subscriber-data fields whose values logs and 'espfd events show' hide (comma-separated), or none"),
     var("RUST_LOG", Some("info"), "log level filter: error | warn | info | debug | trace (per module: espfd=debug)"),
 ];
 
@@ -402,6 +403,9 @@ impl RawConfig {
             }
         };
 
+        let redact = crate::redact::parse_fields(self.required("ESPFD_REDACT")?)
+            .map_err(|reason| err("ESPFD_REDACT", reason))?;
+
         Ok(Config {
             listen,
             events_path,
@@ -446,6 +450,7 @@ impl RawConfig {
                 tls_handshake_timeout: self.duration("ESPFD_TLS_HANDSHAKE_TIMEOUT")?,
             },
             log_format,
+            redact,
         })
     }
 }
@@ -629,6 +634,8 @@ pub struct Config {
     pub retry_max_delay: Duration,
     pub limits: Limits,
     pub log_format: LogFormat,
+    /// Field names whose values are hidden in logs (lower-case; empty for `none`).
+    pub redact: Vec<String>,
 }
 
 /// The text of `espfd help env`.
@@ -730,6 +737,7 @@ mod tests {
             ("ESPFD_MAX_HEADERS", "0"),
             ("ESPFD_MAX_REQUESTS_PER_CONNECTION", "0"),
             ("ESPFD_TLS_HANDSHAKE_TIMEOUT", "never"),
+            ("ESPFD_REDACT", "first name"),
         ] {
             let mut m = base();
             m.insert(var.into(), value.into());

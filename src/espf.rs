@@ -119,6 +119,7 @@ impl EspfClient {
                     (format!("Basic {}", base64_encode(creds.as_bytes())), None)
                 }
             };
+            let _timer = crate::metrics::timer(crate::metrics::Call::Espf);
             let mut resp = self
                 .agent
                 .post(&url)

@@ -1,46 +1,78 @@
 //! Log set-up: env_logger with our own line formats (`ESPFD_LOG_FORMAT=text|json`).
 //!
-//! Every line about an event carries `i_event=<n>`, so `grep i_event=7615` tells its story.
-//! Secrets are never passed to a log macro anywhere in the crate.
+//! Every line about an event carries `i_event=<n>`, so `grep i_event=7615` tells its story;
+//! in JSON lines the number is also a field of its own, `"i_event": 7615`. Secrets are never
+//! passed to a log macro anywhere in the crate. Subscriber data that reaches a line anyway —
+//! a target quoting the record back in an error reply, say — is hidden here, for every line
+//! whoever wrote it, according to `ESPFD_REDACT` (see `redact.rs`).
 
 use std::io::Write;
 
-use crate::config::LogFormat;
+use crate::config::{Config, LogFormat};
+use crate::redact::redact_text;
 use crate::util::{format_rfc3339, now_ms};
 
-/// Installs the logger once; later calls do nothing. `RUST_LOG` sets the filter (default info).
+/// Installs the logger once, without redaction; later calls do nothing. `RUST_LOG` sets the
+/// filter (default info).
 pub fn init(format: LogFormat) {
+    install(format, Vec::new());
+}
+
+/// Installs the logger as the configuration says: format and redaction.
+pub fn init_for(config: &Config) {
+    install(config.log_format, config.redact.clone());
+}
+
+fn install(format: LogFormat, redact: Vec<String>) {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     match format {
-        LogFormat::Text => builder.format(|buf, record| {
+        LogFormat::Text => builder.format(move |buf, record| {
+            let msg = record.args().to_string();
             writeln!(
                 buf,
                 "{} {:<5} {}: {}",
                 format_rfc3339(now_ms()),
                 record.level(),
                 record.target(),
-                record.args()
+                redact_text(&msg, &redact)
             )
         }),
-        LogFormat::Json => builder.format(|buf, record| {
+        LogFormat::Json => builder.format(move |buf, record| {
             let msg = record.args().to_string();
+            let msg = redact_text(&msg, &redact);
             let mut line = serde_json::json!({
                 "ts": format_rfc3339(now_ms()),
                 "level": record.level().as_str(),
                 "target": record.target(),
                 "msg": msg,
             });
-            if let Some(id) = msg
-                .split("i_event=")
-                .nth(1)
-                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|d| d.parse::<i64>().ok())
-            {
+            if let Some(id) = i_event_of(&msg) {
                 line["i_event"] = id.into();
             }
             writeln!(buf, "{line}")
         }),
     };
     let _ = builder.try_init();
+}
+
+/// The number after the first `i_event=` in a message.
+fn i_event_of(msg: &str) -> Option<i64> {
+    msg.split("i_event=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse::<i64>().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::i_event_of;
+
+    #[test]
+    fn i_event_is_found_in_the_message() {
+        assert_eq!(i_event_of("i_event=7615 stored"), Some(7615));
+        assert_eq!(i_event_of("worker 2: i_event=12, attempt 3"), Some(12));
+        assert_eq!(i_event_of("no event here"), None);
+        assert_eq!(i_event_of("i_event=x"), None);
+    }
 }

@@ -27,12 +27,14 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
     match words.as_slice() {
         [] | ["run"] => {
             let config = RawConfig::from_env()?.validate()?;
-            logging::init(config.log_format);
+            logging::init_for(&config);
             service::run(&config)?;
             Ok(ExitCode::SUCCESS)
         }
         ["demo"] => cli::demo::run(),
         ["events", ..] => cli::events::run(&args[1..]),
+        ["check"] => cli::check::run(),
+        ["simulate", ..] => cli::simulate::run(&args[1..]),
         ["help", "env"] => {
             print!("{}", help_env());
             Ok(ExitCode::SUCCESS)

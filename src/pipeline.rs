@@ -426,6 +426,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
         Some(log_line),
     );
     if state == final_state {
+        crate::metrics::event_finished(final_state);
         match status {
             Status::Ok | Status::InProgress => {
                 log::info!(
@@ -452,6 +453,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
 }
 
 fn retry_later(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, f: &Failure) {
+    crate::metrics::retry_scheduled();
     let delay = backoff(ctx, attempt, f.retry_after);
     let mut retry_reported = row.retry_reported;
     if !retry_reported {

@@ -8,7 +8,7 @@
 //!
 //! Not here: what to do with a failure (the pipeline decides), ESPF status calls (`espf.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{json, Value};
@@ -87,6 +87,8 @@ pub struct PbClient {
     generation: AtomicU64,
     logins: AtomicU64,
     refused: Mutex<Option<Refusal>>,
+    /// Unix ms of PortaBilling's last answer (a result or a fault); 0 before the first.
+    answered_at: AtomicI64,
 }
 
 /// The last refused login, and until when no new attempt is made.
@@ -125,12 +127,19 @@ impl PbClient {
             generation: AtomicU64::new(0),
             logins: AtomicU64::new(0),
             refused: Mutex::new(None),
+            answered_at: AtomicI64::new(0),
         })
     }
 
     /// Successful logins so far.
     pub fn logins(&self) -> u64 {
         self.logins.load(Ordering::Relaxed)
+    }
+
+    /// When PortaBilling last answered (a result or a fault), unix ms; `None` before the
+    /// first answer. `/readyz` reads it.
+    pub fn last_answer_ms(&self) -> Option<i64> {
+        Some(self.answered_at.load(Ordering::Relaxed)).filter(|&t| t > 0)
     }
 
     /// The login name (for basic auth to ESPF).
@@ -215,6 +224,7 @@ impl PbClient {
             Ok(v) => {
                 *lock(&self.refused) = None;
                 self.logins.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::login();
                 log::info!("PortaBilling: logged in as {}", self.login);
                 Ok(v)
             }
@@ -294,6 +304,7 @@ impl PbClient {
         body: &Value,
         bearer: Option<&str>,
     ) -> Result<Value, PbError> {
+        let _timer = crate::metrics::timer(crate::metrics::Call::PortaBilling);
         let url = format!("{}/rest/{service}/{method}", self.base);
         let mut req = self
             .agent
@@ -313,6 +324,9 @@ impl PbClient {
             "PortaBilling {service}/{method}: {status} in {} ms",
             started.elapsed().as_millis()
         );
+        if status == 200 || status == 500 {
+            self.answered_at.store(now_ms(), Ordering::Relaxed);
+        }
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         match (status, parsed) {
             (200, Some(v @ Value::Object(_))) => Ok(v),

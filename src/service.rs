@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::espf::EspfClient;
 use crate::http::{self, Server, Tls};
 use crate::ingress::Ingress;
+use crate::monitor::Monitor;
 use crate::pipeline::{Ctx, Pipeline, Step};
 use crate::portabilling::PbClient;
 use crate::store::{Store, WriterThread};
@@ -68,12 +69,18 @@ impl Service {
             observer,
             callback_token: config.callback_token.clone(),
         };
+        let handler = Monitor::new(
+            Arc::new(ingress),
+            &config.events_path,
+            ctx.store.clone(),
+            ctx.pb.clone(),
+        );
         let options = http::Options {
             limits: config.limits.clone(),
             tls: tls.clone(),
             allow_from: config.allow_from.clone(),
         };
-        let server = http::serve_with(listener, options, Arc::new(ingress))
+        let server = http::serve_with(listener, options, Arc::new(handler))
             .map_err(|e| Error::io("cannot start the listener", e))?;
         if let Some(t) = &tls {
             log::info!(
@@ -165,6 +172,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| Error::io("cannot install signal handlers", e))?;
     }
+    // SIGHUP (the init scripts' reload) must not end the process, its default action.
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .map_err(|e| Error::io("cannot install signal handlers", e))?;

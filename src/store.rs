@@ -744,4 +744,30 @@ impl Reader {
             .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
             .map_err(db_err("count events"))
     }
+
+    /// Arrival time (unix ms) of the oldest event that still needs a worker, if any.
+    pub fn oldest_open_received_at(&self) -> Result<Option<i64>, Error> {
+        self.conn
+            .query_row(
+                &format!("SELECT MIN(received_at) FROM events WHERE state IN {OPEN_STATES}"),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_err("read oldest open event"))
+    }
+
+    /// Whether the store can take a write right now: takes the database's write lock and
+    /// gives it back at once (`BEGIN IMMEDIATE; ROLLBACK`), writing nothing. Waits at most
+    /// `wait` for a write in progress.
+    pub fn check_writable(&self, wait: Duration) -> Result<(), Error> {
+        self.conn
+            .busy_timeout(wait)
+            .map_err(db_err("take the write lock"))?;
+        let result = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .map_err(db_err("take the write lock"));
+        let _ = self.conn.busy_timeout(Duration::from_secs(10));
+        result
+    }
 }

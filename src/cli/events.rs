@@ -157,9 +157,17 @@ pub fn run(args: &[String]) -> Result<ExitCode, Error> {
                     "no event with i_event {i_event} in the store"
                 )));
             };
-            print_row(&row);
+            // Subscriber data is hidden as in the logs (ESPFD_REDACT).
+            let setting = std::env::var("ESPFD_REDACT")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| crate::redact::DEFAULT_FIELDS.to_string());
+            let fields = crate::redact::parse_fields(&setting)
+                .map_err(|e| Error::Usage(format!("ESPFD_REDACT: {e}")))?;
+            print_row(&row, &fields);
             println!("attempts:");
             for (n, at, outcome, detail) in reader.attempts(i_event)? {
+                let detail = crate::redact::redact_text(&detail, &fields);
                 println!("  #{n} {} {outcome}: {detail}", format_rfc3339(at));
             }
             Ok(ExitCode::SUCCESS)
@@ -212,13 +220,16 @@ pub fn run(args: &[String]) -> Result<ExitCode, Error> {
     }
 }
 
-fn print_row(r: &Row) {
+fn print_row(r: &Row, redact: &[String]) {
     println!("i_event:      {}", r.i_event);
     println!("event_type:   {}", r.event_type);
     println!("entity:       {}", r.entity);
     println!("state:        {}", r.state);
     println!("status:       {}", r.status.as_deref().unwrap_or("-"));
-    println!("message:      {}", r.message.as_deref().unwrap_or(""));
+    println!(
+        "message:      {}",
+        crate::redact::redact_text(r.message.as_deref().unwrap_or(""), redact)
+    );
     println!("attempts:     {}", r.attempts);
     println!("received_at:  {}", format_rfc3339(r.received_at));
     if matches!(r.state.as_str(), "retry" | "report" | "in_progress") {
@@ -230,5 +241,9 @@ fn print_row(r: &Row) {
     if let Some(t) = r.replayed_at {
         println!("replayed_at:  {}", format_rfc3339(t));
     }
-    println!("body:         {}", r.body);
+    let body = match serde_json::from_str::<serde_json::Value>(&r.body) {
+        Ok(v) => crate::redact::redact_json(&v, redact).to_string(),
+        Err(_) => crate::redact::redact_text(&r.body, redact).into_owned(),
+    };
+    println!("body:         {body}");
 }

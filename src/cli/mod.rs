@@ -1,8 +1,10 @@
 //! Subcommands other than the service itself.
 
+pub mod check;
 pub mod demo;
 pub mod events;
 pub mod load;
+pub mod simulate;
 
 /// `espfd --help`.
 pub const USAGE: &str = "\
@@ -12,6 +14,8 @@ Usage:
   espfd [run]        run the service (configured by environment variables)
   espfd demo         run the whole flow on this machine against built-in simulators
   espfd events ...   list / show / replay stored events (espfd events --help)
+  espfd check        validate the configuration and try every connection; exit 0 when all pass
+  espfd simulate     simulated PortaBilling + ESPF API + target, standalone (--help for options)
   espfd help env     list every environment variable with its default
   espfd --help       this text
   espfd --version    the version

@@ -236,7 +236,8 @@ impl Inner {
             );
         }
         let resp = self.route(&req, at_ms);
-        log::debug!("sim: {} {} -> {}", req.method, req.path, resp.status);
+        // Only `espfd simulate` installs a logger alongside a simulator: one line per request.
+        log::info!("{} {} → {}", req.method, req.path, resp.status);
         resp
     }
 

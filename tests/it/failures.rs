@@ -617,3 +617,24 @@ fn sigterm_parks_work_in_flight_and_exits_zero() {
     let _ = child.wait();
     assert!(done, "the parked event was processed after the restart");
 }
+
+#[test]
+fn events_show_hides_subscriber_data() {
+    let h = Harness::start();
+    let body = r#"{"event_type":"Subscriber/Updated","variables":{"i_event":71,"i_account":1000889,"email":"ana@example.com"}}"#;
+    assert_eq!(h.post(body).0, 200);
+    h.wait_finished(&[71], Duration::from_secs(10));
+    let (code, out, _) = events_cmd(&h.state, &["show", "71"]);
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains("ana@example.com") && out.contains(r#""email":"***""#),
+        "{out}"
+    );
+    let out = Command::new(BIN)
+        .args(["events", "show", "71"])
+        .env("ESPFD_STATE_DIR", &h.state.0)
+        .env("ESPFD_REDACT", "none")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ana@example.com"));
+}

@@ -4,11 +4,17 @@
 
 mod auth;
 mod binary;
+
+mod check;
+mod contrib;
 mod failures;
 mod flow;
 mod harness;
 mod ingress;
 mod limits;
+mod logs;
+mod metrics;
 mod robustness;
+mod simulate;
 mod support;
 mod tls;

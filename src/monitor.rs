@@ -1,0 +1,188 @@
+//! The operator's endpoints on the ingress listener: `GET /metrics` and `GET /readyz`.
+//!
+//! [`Monitor`] wraps the ingress handler: it answers those two paths itself, counts the
+//! reply codes of ESPF's POSTs to the events path, and hands everything else to the ingress
+//! unchanged (`/healthz`, the events path, 404s).
+//!
+//! `/readyz` is 200 only when both hold:
+//! - the store is writable: a read connection takes SQLite's write lock and gives it back
+//!   (`BEGIN IMMEDIATE; ROLLBACK`), waiting at most [`STORE_WAIT`] for a write in progress;
+//! - PortaBilling answered (a result or a fault, any call) within [`PB_FRESH`].
+//!
+//! An idle espfd makes no PortaBilling calls, so when the last answer is older than that (or
+//! there has been none since the start) `/readyz` starts a probe in the background — a
+//! `Session/ping`, which logs in first when there is no session — at most once per
+//! [`PROBE_EVERY`], and answers 503 until an answer arrives. A probe never makes the request
+//! wait. So right after the start the first `/readyz` is 503 "PortaBilling has not answered
+//! yet" and a later one 200, once PortaBilling has answered the probe.
+//!
+//! Neither endpoint needs credentials and neither shows a secret or subscriber data.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::http::{Handler, Request, Response};
+use crate::metrics::{self, Gauges};
+use crate::portabilling::PbClient;
+use crate::store::{Reader, Store};
+use crate::util::now_ms;
+
+/// How recent PortaBilling's last answer must be for `/readyz`.
+pub const PB_FRESH: Duration = Duration::from_secs(300);
+/// Least time between two readiness probes of PortaBilling.
+pub const PROBE_EVERY: Duration = Duration::from_secs(30);
+/// Longest wait for the store's write lock in `/readyz`.
+pub const STORE_WAIT: Duration = Duration::from_secs(2);
+
+/// `Content-Type` of a Prometheus text scrape.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The ingress handler with `/metrics`, `/readyz` and reply-code counting around it.
+pub struct Monitor {
+    ingress: Arc<dyn Handler>,
+    events_path: String,
+    store: Store,
+    pb: Arc<PbClient>,
+    /// One read connection for scrapes and readiness checks, opened on first use and
+    /// dropped after an error so that the next request opens a fresh one.
+    reader: Mutex<Option<Reader>>,
+    probe: Arc<Probe>,
+}
+
+#[derive(Default)]
+struct Probe {
+    running: AtomicBool,
+    last_started_ms: AtomicI64,
+}
+
+impl Monitor {
+    /// Wraps `ingress`, which serves ESPF at `events_path`.
+    pub fn new(
+        ingress: Arc<dyn Handler>,
+        events_path: &str,
+        store: Store,
+        pb: Arc<PbClient>,
+    ) -> Monitor {
+        Monitor {
+            ingress,
+            events_path: events_path.to_string(),
+            store,
+            pb,
+            reader: Mutex::new(None),
+            probe: Arc::new(Probe::default()),
+        }
+    }
+
+    /// Runs `f` on the shared read connection, opening it if needed.
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Reader) -> Result<T, crate::error::Error>,
+    ) -> Result<T, String> {
+        let mut slot = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(self.store.reader().map_err(|e| e.to_string())?);
+        }
+        let result = f(slot.as_ref().expect("opened above"));
+        if result.is_err() {
+            *slot = None;
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    fn metrics(&self) -> Response {
+        let now = now_ms();
+        let store = self.with_reader(|r| Ok((r.open_count()?, r.oldest_open_received_at()?)));
+        let (backlog, oldest) = match store {
+            Ok((n, oldest)) => (
+                Some(n),
+                Some(oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)),
+            ),
+            Err(e) => {
+                log::warn!("/metrics: cannot read the store: {e}");
+                (None, None)
+            }
+        };
+        let gauges = Gauges {
+            backlog,
+            oldest_pending_age_seconds: oldest,
+            portabilling_last_answer_age_seconds: self
+                .pb
+                .last_answer_ms()
+                .map(|t| (now - t).max(0) as f64 / 1000.0),
+        };
+        let mut resp = Response::text(200, metrics::render(&gauges));
+        resp.headers = vec![("Content-Type".into(), PROMETHEUS_TEXT.into())];
+        resp
+    }
+
+    /// `None` when ready, else the reason.
+    fn not_ready(&self) -> Option<String> {
+        if let Err(e) = self.with_reader(|r| r.check_writable(STORE_WAIT)) {
+            return Some(format!("event store not writable: {e}"));
+        }
+        let now = now_ms();
+        let fresh_ms = PB_FRESH.as_millis() as i64;
+        match self.pb.last_answer_ms() {
+            Some(t) if now - t <= fresh_ms => None,
+            last => {
+                self.start_probe(now);
+                Some(match last {
+                    None => "PortaBilling has not answered yet (a probe is on its way)".into(),
+                    Some(t) => format!(
+                        "PortaBilling last answered {} s ago (a probe is on its way)",
+                        (now - t) / 1000
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Starts a `Session/ping` in the background unless one runs or one started recently.
+    fn start_probe(&self, now: i64) {
+        let probe = &self.probe;
+        let last = probe.last_started_ms.load(Ordering::Relaxed);
+        if last != 0 && now - last < PROBE_EVERY.as_millis() as i64 {
+            return;
+        }
+        if probe.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        probe.last_started_ms.store(now, Ordering::Relaxed);
+        let (pb, flag) = (self.pb.clone(), self.probe.clone());
+        let spawned = std::thread::Builder::new()
+            .name("readyz-probe".into())
+            .spawn(move || {
+                if let Err(e) = pb.call("Session", "ping", json!({})) {
+                    log::warn!("/readyz: PortaBilling probe failed: {e:?}");
+                }
+                flag.running.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.probe.running.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Handler for Monitor {
+    fn handle(&self, req: Request) -> Response {
+        // GET only: the HTTP layer does not leave the body out of a HEAD reply.
+        let get = req.method == "GET";
+        match req.path.as_str() {
+            "/metrics" if get => self.metrics(),
+            "/readyz" if get => match self.not_ready() {
+                None => Response::text(200, "ready"),
+                Some(reason) => Response::text(503, reason),
+            },
+            "/metrics" | "/readyz" => Response::text(405, "use GET").with_header("Allow", "GET"),
+            path if path == self.events_path && req.method == "POST" => {
+                let resp = self.ingress.handle(req);
+                metrics::event_received(resp.status);
+                resp
+            }
+            _ => self.ingress.handle(req),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! contrib/: the example env file stays in step with the variables, the scripts are valid
+//! POSIX sh, the dashboard asks only for metrics that exist, and the example exec
+//! connectors do their job with jq and with python3.
+//!
+//! jq, python3 and sqlite3 must be installed (`.ci/run` installs them); shellcheck is used
+//! when present and its absence is said, not hidden.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use espfd::config::VARS;
+use serde_json::{json, Value};
+
+use crate::harness::TempDir;
+
+fn contrib(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib")
+        .join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(contrib(path)).unwrap_or_else(|e| panic!("contrib/{path}: {e}"))
+}
+
+fn need(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is not installed; install it (apt-get install {tool}) — .ci/run does"
+    );
+}
+
+#[test]
+fn env_example_lists_every_variable_with_its_default() {
+    let text = read("espfd.env.example");
+    // NAME=value of every line, commented out or not.
+    let assignments: Vec<(String, String, bool)> = text
+        .lines()
+        .filter_map(|l| {
+            let (commented, l) = match l.strip_prefix("# ") {
+                Some(rest) => (true, rest),
+                None => (false, l),
+            };
+            let (k, v) = l.split_once('=')?;
+            (k.starts_with("ESPFD_") || k == "RUST_LOG")
+                .then(|| (k.to_string(), v.trim_matches('"').to_string(), commented))
+        })
+        .collect();
+    for var in VARS {
+        let lines: Vec<&(String, String, bool)> = assignments
+            .iter()
+            .filter(|(k, _, _)| k == var.name || *k == format!("{}_FILE", var.name))
+            .collect();
+        assert!(
+            !lines.is_empty(),
+            "{} is not in contrib/espfd.env.example",
+            var.name
+        );
+        // A commented-out line shows the default.
+        if let Some(default) = var.default {
+            for (k, v, commented) in &lines {
+                if *commented && k == var.name {
+                    assert_eq!(v, default, "{k}: the example shows another default");
+                }
+            }
+        }
+    }
+    for (k, _, _) in &assignments {
+        let known = VARS
+            .iter()
+            .any(|v| v.name == k || (v.secret && k.strip_suffix("_FILE") == Some(v.name)));
+        assert!(
+            known,
+            "contrib/espfd.env.example names {k}, which espfd does not read"
+        );
+    }
+}
+
+const SCRIPTS: &[&str] = &[
+    "init.d/espfd",
+    "openrc/espfd",
+    "runit/espfd/run",
+    "runit/espfd/finish",
+    "runit/espfd/log/run",
+    "connectors/freeradius-users.sh",
+    "connectors/sqlite-table.sh",
+];
+
+#[test]
+fn scripts_are_posix_sh_and_pass_shellcheck() {
+    let shellcheck = Command::new("shellcheck").arg("--version").output().is_ok();
+    if !shellcheck {
+        eprintln!("NOTE: shellcheck is not installed; only `sh -n` was run (.ci/run installs it)");
+    }
+    for script in SCRIPTS {
+        let path = contrib(script);
+        let out = Command::new("sh").arg("-n").arg(&path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "sh -n {script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert!(mode & 0o111 != 0, "{script} is not executable");
+        if shellcheck {
+            let out = Command::new("shellcheck")
+                .args(["--shell=sh", "--severity=style"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "shellcheck {script}:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+}
+
+#[test]
+fn dashboard_uses_only_metrics_espfd_serves() {
+    let dash: Value = serde_json::from_str(&read("grafana/espfd-dashboard.json")).unwrap();
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8);
+    let mut seen = std::collections::BTreeSet::new();
+    for p in panels {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if let Some(name) = word.strip_prefix("espfd_") {
+                    let name = format!("espfd_{name}");
+                    let base = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(&name);
+                    assert!(
+                        espfd::metrics::NAMES.contains(&base),
+                        "panel {:?} asks for {name}",
+                        p["title"]
+                    );
+                    seen.insert(base.to_string());
+                }
+            }
+        }
+    }
+    for name in espfd::metrics::NAMES {
+        assert!(seen.contains(*name), "no panel shows {name}");
+    }
+}
+
+/// The document espfd's exec connector gets for an account event (built by the same code).
+fn account_doc(i_event: i64, entity: Option<Value>) -> String {
+    let variables = json!({"i_event": i_event, "i_account": 1000889});
+    espfd::target::document(
+        i_event,
+        "Subscriber/Updated",
+        variables.as_object().unwrap(),
+        "2026-11-27T09:49:18.518Z",
+        1,
+        "Netaccess",
+        Some("account"),
+        entity,
+    )
+    .to_string()
+}
+
+fn account(password: &str, blocked: &str, bill_status: &str) -> Value {
+    json!({"i_account": 1000889, "id": "12065550100", "i_customer": 6392,
+           "product_name": "SIP business line", "bill_status": bill_status, "blocked": blocked,
+           "firstname": "Sam", "lastname": "O'Kafor", "email": "sam@cascade.example.com",
+           "h323_password": password})
+}
+
+/// Runs a connector with `doc` on stdin; returns (exit code, last line of output).
+fn connector(
+    script: &str,
+    tool: &str,
+    env: &[(&str, &Path)],
+    i_event: i64,
+    doc: &str,
+) -> (i32, String) {
+    let mut child = Command::new("sh")
+        .arg(contrib(script))
+        .env("JSON_TOOL", tool)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
+        .env("ESPFD_I_EVENT", i_event.to_string())
+        .env("ESPFD_EVENT_TYPE", "Subscriber/Updated")
+        .env("ESPFD_ENTITY_KIND", "account")
+        .env("ESPFD_ENTITY_ID", "1000889")
+        .env("ESPFD_I_ACCOUNT", "1000889")
+        .env("ESPFD_ATTEMPT", "1")
+        .env("ESPFD_GROUP", "Netaccess")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(doc.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.stderr.is_empty(),
+        "{script} wrote to stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or("").to_string();
+    (out.status.code().unwrap(), last)
+}
+
+#[test]
+fn freeradius_connector_maintains_the_users_file_with_jq() {
+    freeradius_connector_maintains_the_users_file("jq");
+}
+
+#[test]
+fn freeradius_connector_maintains_the_users_file_with_python3() {
+    freeradius_connector_maintains_the_users_file("python3");
+}
+
+fn freeradius_connector_maintains_the_users_file(tool: &str) {
+    need(tool);
+    let dir = TempDir::new("radius");
+    let users = dir.0.join("authorize");
+    let own = "# the operator's own entries stay\nDEFAULT Auth-Type := Reject\n";
+    std::fs::write(&users, own).unwrap();
+    let env = [
+        ("RADIUS_USERS_FILE", users.as_path()),
+        ("RADIUS_LOCK_WAIT", Path::new("1")),
+    ];
+    let run = |i_event, doc: String| {
+        connector("connectors/freeradius-users.sh", tool, &env, i_event, &doc)
+    };
+    let file = || std::fs::read_to_string(&users).unwrap();
+
+    let (code, msg) = run(1, account_doc(1, Some(account(r#"pa"ss\w"#, "N", "O"))));
+    assert_eq!(
+        (code, msg.as_str()),
+        (0, "freeradius-users: 12065550100 may log in (i_event 1)"),
+        "{tool}"
+    );
+    assert_eq!(
+        file(),
+        format!("{own}# espfd i_account=1000889 begin\n\"12065550100\" Cleartext-Password := \"pa\\\"ss\\\\w\"\n# espfd i_account=1000889 end\n"),
+        "{tool}"
+    );
+
+    // A new password replaces the entry; the same state again changes nothing.
+    assert_eq!(run(2, account_doc(2, Some(account("new", "N", "O")))).0, 0);
+    assert_eq!(
+        file().matches("begin").count(),
+        1,
+        "{tool}: one entry per account"
+    );
+    assert!(file().contains("Cleartext-Password := \"new\""));
+    let (code, msg) = run(3, account_doc(3, Some(account("new", "N", "O"))));
+    assert_eq!(code, 0);
+    assert!(msg.contains("unchanged"), "{msg}");
+
+    // Blocked: an explicit reject.
+    assert_eq!(run(4, account_doc(4, Some(account("new", "Y", "O")))).0, 0);
+    assert!(
+        file().contains("\"12065550100\" Auth-Type := Reject"),
+        "{tool}"
+    );
+
+    // No password in the record: FAILED with the reason.
+    let mut nopw = account("", "N", "O");
+    nopw.as_object_mut().unwrap().remove("h323_password");
+    let (code, msg) = run(5, account_doc(5, Some(nopw)));
+    assert_eq!(code, 1, "{tool}");
+    assert!(msg.contains("no h323_password"), "{msg}");
+
+    // Deleted in PortaBilling (entity null): the entry goes, the rest stays.
+    let (code, msg) = run(6, account_doc(6, None));
+    assert_eq!(
+        (code, msg.as_str()),
+        (0, "freeradius-users: account 1000889 removed (i_event 6)")
+    );
+    assert_eq!(file(), own, "{tool}");
+    assert!(
+        !dir.0.join("authorize.lock").exists(),
+        "the lock is released"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&dir.0).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+
+    // Another process holding the lock: try again later.
+    std::fs::create_dir(dir.0.join("authorize.lock")).unwrap();
+    let (code, _) = run(7, account_doc(7, Some(account("x", "N", "O"))));
+    assert_eq!(code, 75, "{tool}");
+}
+
+#[test]
+fn sqlite_connector_upserts_and_deletes_rows_with_jq() {
+    sqlite_connector_upserts_and_deletes_rows("jq");
+}
+
+#[test]
+fn sqlite_connector_upserts_and_deletes_rows_with_python3() {
+    sqlite_connector_upserts_and_deletes_rows("python3");
+}
+
+fn sqlite_connector_upserts_and_deletes_rows(tool: &str) {
+    need("sqlite3");
+    need(tool);
+    let dir = TempDir::new("sqlconn");
+    let db = dir.0.join("crm").join("subscribers.db");
+    let env = [("SQLITE_DB", db.as_path())];
+    let run =
+        |i_event, doc: String| connector("connectors/sqlite-table.sh", tool, &env, i_event, &doc);
+    let rows = || -> Vec<(i64, String, String, String, i64, String)> {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT i_account, id, lastname, blocked, last_i_event, record FROM subscribers",
+            )
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+
+    let (code, msg) = run(11, account_doc(11, Some(account("pw", "N", "O"))));
+    assert_eq!(
+        (code, msg.as_str()),
+        (
+            0,
+            "sqlite-table: account 1000889 stored in subscribers (i_event 11)"
+        ),
+        "{tool}"
+    );
+    let r = rows();
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0].0, r[0].1.as_str(), r[0].2.as_str()),
+        (1000889, "12065550100", "O'Kafor")
+    );
+    let record: Value = serde_json::from_str(&r[0].5).unwrap();
+    assert_eq!(record["email"], "sam@cascade.example.com");
+    assert!(
+        record.get("h323_password").is_none(),
+        "no password in the table"
+    );
+
+    // The next event updates the same row.
+    assert_eq!(run(12, account_doc(12, Some(account("pw", "Y", "O")))).0, 0);
+    let r = rows();
+    assert_eq!(r.len(), 1, "{tool}");
+    assert_eq!((r[0].3.as_str(), r[0].4), ("Y", 12));
+
+    // Gone from PortaBilling: the row goes.
+    let (code, msg) = run(13, account_doc(13, None));
+    assert_eq!(code, 0, "{msg}");
+    assert!(msg.contains("deleted from subscribers"), "{msg}");
+    assert!(rows().is_empty(), "{tool}");
+
+    // Not JSON: FAILED.
+    assert_eq!(run(14, "not json".into()).0, 1, "{tool}");
+}

@@ -1,0 +1,118 @@
+//! `espfd simulate` as an operator uses it: start it, take the printed environment, point an
+//! espfd (here `espfd check`) at it, stop it with SIGTERM and read the summary.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+
+use crate::harness::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_espfd");
+
+#[test]
+fn prints_its_environment_serves_it_and_sums_up_on_sigterm() {
+    let mut sim = Command::new(BIN)
+        .args(["simulate", "--listen", "127.0.0.1:0", "--group", "IOT"])
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(sim.stdout.take().unwrap());
+    let mut exports: Vec<(String, String)> = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "simulate ended early"
+        );
+        if let Some(kv) = line.trim_end().strip_prefix("export ") {
+            let (k, v) = kv.split_once('=').unwrap();
+            exports.push((k.to_string(), v.to_string()));
+        }
+        if line.starts_with("# SIGINT") {
+            break;
+        }
+    }
+    let names: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ESPFD_PB_URL",
+            "ESPFD_PB_LOGIN",
+            "ESPFD_PB_PASSWORD",
+            "ESPFD_GROUP",
+            "ESPFD_TARGET_URL"
+        ]
+    );
+
+    // An espfd configured from those lines finds everything it needs.
+    let state = TempDir::new("simulate");
+    let check = Command::new(BIN)
+        .arg("check")
+        .env_clear()
+        .envs(exports.iter().cloned())
+        .env("ESPFD_AUTH_USER", "espf")
+        .env("ESPFD_AUTH_PASSWORD", "x")
+        .env("ESPFD_STATE_DIR", &state.0)
+        .env("ESPFD_GROUP", "IOT")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{report}");
+
+    let pid = sim.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let mut log = String::new();
+    sim.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    let status = sim.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    for want in [
+        "espfd simulate: stopped after",
+        "GET /espf/v1/groups",
+        "POST /rest/Session/login",
+        "OPTIONS /target",
+        "PortaBilling logins: 1",
+    ] {
+        assert!(
+            rest.contains(want),
+            "{want} missing from the summary:\n{rest}"
+        );
+    }
+    // One log line per request: method, path, reply.
+    assert!(log.contains("POST /rest/Session/login → 200"), "{log}");
+    assert!(log.contains("GET /espf/v1/groups → 200"), "{log}");
+}
+
+#[test]
+fn help_and_bad_flags() {
+    let out = Command::new(BIN)
+        .args(["simulate", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--target-failure-rate"));
+    for bad in [
+        &["simulate", "--pb-failure-rate", "7"][..],
+        &["simulate", "--nope"][..],
+        &["simulate", "--listen"][..],
+    ] {
+        let out = Command::new(BIN).args(bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("espfd simulate --help"));
+    }
+    let out = Command::new(BIN)
+        .args(["simulate", "--listen", "256.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an address that cannot be bound"
+    );
+}

@@ -189,3 +189,30 @@ fn a_configuration_error_exits_78_naming_the_variable() {
     );
     assert!(sim.requests().is_empty(), "nothing was tried");
 }
+
+#[test]
+fn an_exec_target_is_checked_without_running_it() {
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    let state = TempDir::new("check");
+    let marker = state.0.join("ran");
+    let cmd = format!("touch {}", marker.display());
+    let (code, report) = check(
+        &sim,
+        &state,
+        &[("ESPFD_TARGET_URL", ""), ("ESPFD_TARGET_EXEC", &cmd)],
+    );
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("ok   target command touch"), "{report}");
+    assert!(!marker.exists(), "check must not run the connector");
+
+    let (code, report) = check(
+        &sim,
+        &state,
+        &[
+            ("ESPFD_TARGET_URL", ""),
+            ("ESPFD_TARGET_EXEC", "/nonexistent/connector.sh --x"),
+        ],
+    );
+    assert_eq!(code, 1, "{report}");
+    assert!(fail_line(&report, "ESPFD_TARGET_EXEC").contains("not an executable command"));
+}

@@ -6,8 +6,10 @@
 //! general web framework: no chunked request bodies, no `Expect: 100-continue` dance, no
 //! compression — ESPF does not need them.
 
+mod parse;
 mod server;
 
+pub use parse::{parse_request, Parsed, Rejected, MAX_HEADERS};
 pub use server::{serve, Handler, Server};
 
 use std::net::SocketAddr;

@@ -32,6 +32,7 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         ["demo"] => cli::demo::run(),
+        ["send", ..] => cli::send::run(&args[1..]),
         ["help", "env"] => {
             print!("{}", help_env());
             Ok(ExitCode::SUCCESS)

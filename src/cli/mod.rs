@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod load;
+pub mod send;
 
 /// `espfd --help`.
 pub const USAGE: &str = "\
@@ -10,6 +11,8 @@ espfd — provisioning agent for PortaBilling's External System Provisioning Fra
 Usage:
   espfd [run]        run the service (configured by environment variables)
   espfd demo         run the whole flow on this machine against built-in simulators
+  espfd send [URL]   POST test events to a running espfd, any auth scheme, HTTP or HTTPS;
+                     also a load generator (espfd send --help)
   espfd help env     list every environment variable with its default
   espfd --help       this text
   espfd --version    the version

@@ -7,3 +7,4 @@ mod flow;
 mod harness;
 mod ingress;
 mod robustness;
+mod send;

@@ -15,7 +15,6 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use espfd::cli::load::{self, LoadSpec};
@@ -105,20 +104,17 @@ fn main() {
 
     let auth = format!("Basic {}", base64_encode(b"espf:bench"));
     let spec = |connections: usize, total: u64, offset: u64| LoadSpec {
-        addr,
-        path: "/events".into(),
-        authorization: Some(auth.clone()),
         connections,
-        total,
-        rate: None,
-        body: Arc::new(move |n| {
+        headers: load::fixed_header("Authorization", &auth),
+        ..LoadSpec::new(addr, "/events", total, move |n| {
             let i = n + offset;
             format!(
                 r#"{{"event_type":"Subscriber/Updated","variables":{{"i_event":{},"i_account":{}}}}}"#,
                 i + 1,
                 100_000 + i % 5000
             )
-        }),
+            .into_bytes()
+        })
     };
 
     println!(

@@ -35,6 +35,7 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
         ["events", ..] => cli::events::run(&args[1..]),
         ["check"] => cli::check::run(),
         ["simulate", ..] => cli::simulate::run(&args[1..]),
+        ["send", ..] => cli::send::run(&args[1..]),
         ["help", "env"] => {
             print!("{}", help_env());
             Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@ pub mod check;
 pub mod demo;
 pub mod events;
 pub mod load;
+pub mod send;
 pub mod simulate;
 
 /// `espfd --help`.
@@ -16,6 +17,8 @@ Usage:
   espfd events ...   list / show / replay stored events (espfd events --help)
   espfd check        validate the configuration and try every connection; exit 0 when all pass
   espfd simulate     simulated PortaBilling + ESPF API + target, standalone (--help for options)
+  espfd send [URL]   POST test events to a running espfd, any auth scheme, HTTP or HTTPS;
+                     also a load generator (espfd send --help)
   espfd help env     list every environment variable with its default
   espfd --help       this text
   espfd --version    the version

@@ -8,10 +8,12 @@
 //! ESPF does not need them.
 
 mod allow;
+mod parse;
 mod server;
 mod tls;
 
 pub use allow::AllowList;
+pub use parse::{parse_request, Parsed, Rejected};
 pub use server::{serve, serve_with, Handler, Options, Server};
 pub use tls::Tls;
 

@@ -9,6 +9,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::allow::AllowList;
+use super::parse::{parse_request, Parsed};
 use super::tls::{self, Tls, Transport};
 use super::{reason, Request, Response};
 use crate::config::Limits;
@@ -382,20 +383,16 @@ fn read_request<S: Transport>(
     } else {
         Some(Instant::now() + limits.read_timeout)
     };
-    let head_len = loop {
-        if !buf.is_empty() {
-            let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-            let mut parsed = httparse::Request::new(&mut headers);
-            match parsed.parse(buf) {
-                Ok(httparse::Status::Complete(n)) => break n,
-                Ok(httparse::Status::Partial) => {}
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(ReadError::Reply(431, "too many headers"))
+    let mut needed = 1;
+    loop {
+        if buf.len() >= needed {
+            match parse_request(buf, peer, limits) {
+                Ok(Parsed::Complete { request, len }) => {
+                    buf.drain(..len);
+                    return Ok(request);
                 }
-                Err(_) => return Err(ReadError::Reply(400, "malformed HTTP request")),
-            }
-            if buf.len() > limits.max_header {
-                return Err(ReadError::Reply(431, "request head too large"));
+                Ok(Parsed::Incomplete { needed: n }) => needed = n,
+                Err(r) => return Err(ReadError::Reply(r.status, r.reason)),
             }
         }
         let got = read_some(stream, buf, deadline, limits)?;
@@ -403,78 +400,7 @@ fn read_request<S: Transport>(
             return Err(ReadError::Gone);
         }
         deadline.get_or_insert_with(|| Instant::now() + limits.read_timeout);
-    };
-    if head_len > limits.max_header {
-        return Err(ReadError::Reply(431, "request head too large"));
     }
-
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut parsed = httparse::Request::new(&mut headers);
-    // Parsing the same bytes again cannot fail.
-    let _ = parsed.parse(&buf[..head_len]);
-    let method = parsed.method.unwrap_or("").to_string();
-    let target = parsed.path.unwrap_or("/");
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_string(), q.to_string()),
-        None => (target.to_string(), String::new()),
-    };
-    let mut header_list: Vec<(String, String)> = Vec::with_capacity(parsed.headers.len() + 1);
-    let mut content_length: Option<usize> = None;
-    for h in parsed.headers.iter() {
-        let Ok(value) = std::str::from_utf8(h.value) else {
-            return Err(ReadError::Reply(400, "header value is not UTF-8"));
-        };
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n: usize = value
-                .trim()
-                .parse()
-                .map_err(|_| ReadError::Reply(400, "invalid Content-Length"))?;
-            if content_length.is_some_and(|c| c != n) {
-                return Err(ReadError::Reply(400, "conflicting Content-Length headers"));
-            }
-            content_length = Some(n);
-        }
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(ReadError::Reply(
-                411,
-                "send the body with Content-Length; Transfer-Encoding is not accepted",
-            ));
-        }
-        header_list.push((h.name.to_ascii_lowercase(), value.to_string()));
-    }
-    let connection = header_list
-        .iter()
-        .find(|(k, _)| k == "connection")
-        .map(|(_, v)| v.to_ascii_lowercase())
-        .unwrap_or_default();
-    let keep_alive = if parsed.version == Some(0) {
-        connection.contains("keep-alive")
-    } else {
-        !connection.contains("close")
-    };
-    let body_len = content_length.unwrap_or(0);
-    if body_len > limits.max_body {
-        return Err(ReadError::Reply(413, "request body too large"));
-    }
-    let total = head_len + body_len;
-    let deadline = deadline.unwrap_or_else(|| Instant::now() + limits.read_timeout);
-    while buf.len() < total {
-        let got = read_some(stream, buf, Some(deadline), limits)?;
-        if got == 0 {
-            return Err(ReadError::Gone);
-        }
-    }
-    let body = buf[head_len..total].to_vec();
-    buf.drain(..total);
-    Ok(Request {
-        method,
-        path,
-        query,
-        headers: header_list,
-        body,
-        peer,
-        keep_alive,
-    })
 }
 
 /// Reads what is available into `buf`. `deadline` None means "waiting for a new request".

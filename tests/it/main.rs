@@ -15,6 +15,8 @@ mod limits;
 mod logs;
 mod metrics;
 mod robustness;
+
+mod send;
 mod simulate;
 mod support;
 mod tls;

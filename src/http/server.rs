@@ -317,13 +317,14 @@ fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, shared: &Shar
             Err(ReadError::Gone) => break,
             Err(ReadError::Reply(status, why)) => {
                 let resp = Response::text(status, why).closing();
-                if write_response(&mut stream, &resp, false).is_ok() {
+                if write_response(&mut stream, &resp, false, false).is_ok() {
                     linger(stream);
                 }
                 return;
             }
         };
         let keep_alive = req.keep_alive;
+        let head_only = req.method == "HEAD";
         let handler = shared.handler.clone();
         let resp =
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(req))) {
@@ -335,7 +336,7 @@ fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, shared: &Shar
             && !resp.close
             && served < limits.max_requests_per_connection
             && !shared.stop.load(Ordering::SeqCst);
-        if write_response(&mut stream, &resp, keep).is_err() {
+        if write_response(&mut stream, &resp, keep, head_only).is_err() {
             return;
         }
         if !keep {
@@ -384,6 +385,7 @@ fn read_request<S: Transport>(
         Some(Instant::now() + limits.read_timeout)
     };
     let mut needed = 1;
+    let mut continued = false;
     loop {
         if buf.len() >= needed {
             match parse_request(buf, peer, limits) {
@@ -391,7 +393,17 @@ fn read_request<S: Transport>(
                     buf.drain(..len);
                     return Ok(request);
                 }
-                Ok(Parsed::Incomplete { needed: n }) => needed = n,
+                Ok(Parsed::Incomplete { needed: n }) => {
+                    needed = n;
+                    // The head is complete and the body is still to come: a client that
+                    // asked for `Expect: 100-continue` waits for this before sending it.
+                    if !continued && n > buf.len() + 1 && expects_continue(buf) {
+                        continued = true;
+                        if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                            return Err(ReadError::Gone);
+                        }
+                    }
+                }
                 Err(r) => return Err(ReadError::Reply(r.status, r.reason)),
             }
         }
@@ -401,6 +413,19 @@ fn read_request<S: Transport>(
         }
         deadline.get_or_insert_with(|| Instant::now() + limits.read_timeout);
     }
+}
+
+/// Whether the (complete) head at the start of `buf` carries `Expect: 100-continue`.
+fn expects_continue(buf: &[u8]) -> bool {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len());
+    buf[..end].split(|&b| b == b'\n').any(|line| {
+        let line = String::from_utf8_lossy(line).to_ascii_lowercase();
+        line.strip_prefix("expect:")
+            .is_some_and(|v| v.trim() == "100-continue")
+    })
 }
 
 /// Reads what is available into `buf`. `deadline` None means "waiting for a new request".
@@ -443,10 +468,13 @@ fn read_some<S: Transport>(
     }
 }
 
+/// Writes a reply in one write. A reply to HEAD carries the headers of the GET reply
+/// (`Content-Length` included) but no body.
 fn write_response<S: Transport>(
     stream: &mut S,
     resp: &Response,
     keep_alive: bool,
+    head_only: bool,
 ) -> io::Result<()> {
     let mut out = Vec::with_capacity(128 + resp.body.len());
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
@@ -462,7 +490,9 @@ fn write_response<S: Transport>(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&resp.body);
+    if !head_only {
+        out.extend_from_slice(&resp.body);
+    }
     stream.write_all(&out)?;
     stream.flush()
 }

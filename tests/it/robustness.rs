@@ -178,3 +178,39 @@ fn keep_alive_serves_many_requests_on_one_connection() {
     }
     assert_eq!(h.reader().total_count().unwrap(), 3);
 }
+
+#[test]
+fn head_replies_carry_no_body_and_expect_continue_is_answered() {
+    let h = Harness::start();
+    let addr = h.service.as_ref().unwrap().local_addr();
+    let reply = raw_exchange(
+        addr,
+        b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("Content-Length: 3"), "{reply}");
+    assert!(
+        reply.ends_with("\r\n\r\n"),
+        "no body after the head: {reply:?}"
+    );
+
+    // A client that waits for 100 Continue before sending its body (curl does so for large
+    // bodies) is not left waiting.
+    let body = crate::harness::account_event("Subscriber/Updated", 88, 1000889);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let auth = basic(USER, PASSWORD);
+    write!(
+        s,
+        "POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"));
+    s.write_all(body.as_bytes()).unwrap();
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(h.reader().get(88).unwrap().is_some());
+}

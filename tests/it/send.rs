@@ -608,3 +608,57 @@ fn signature_over_https_verifies_and_wrong_keys_and_untrusted_certs_fail() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(server.seen.lock().unwrap().valid, 10);
 }
+
+/// `espfd send` against espfd's own HTTPS listener with signature auth: the two halves of
+/// the product agree with each other, not only with test servers.
+#[test]
+fn send_and_the_ingress_agree_on_https_and_signatures() {
+    let certs = crate::support::Certs::new();
+    let leaf = certs.leaf("server", crate::support::Key::EcSec1);
+    let h = crate::harness::Harness::with(|raw| {
+        raw.set("ESPFD_TLS_CERT", leaf.cert.display().to_string())
+            .set("ESPFD_TLS_KEY", leaf.key.display().to_string())
+            .set("ESPFD_AUTH", "signature")
+            .set("ESPFD_AUTH_KEY_ID", "test")
+            .set("ESPFD_AUTH_KEY", "signature");
+    });
+    let url = format!(
+        "https://{}/events",
+        h.service.as_ref().unwrap().local_addr()
+    );
+    let ca = certs.ca.display().to_string();
+    let run = |key: &str, extra: &[&str], start: &str| {
+        let mut args = vec![
+            url.as_str(),
+            "--ca-file",
+            ca.as_str(),
+            "--auth",
+            "signature",
+        ];
+        args.extend([
+            "--key-id",
+            "test",
+            "--key",
+            key,
+            "--count",
+            "5",
+            "--start-id",
+            start,
+        ]);
+        args.extend(extra);
+        send(&args, &[], b"")
+    };
+    let out = run("signature", &[], "9100");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stdout(&out).contains("200"), "{}", show(&out));
+    assert_eq!(h.reader().total_count().unwrap(), 5);
+
+    let out = run("signature", &["--sign-bare-date"], "9200");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(h.reader().total_count().unwrap(), 10);
+
+    let out = run("not-the-key", &[], "9300");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stdout(&out).contains("401"), "{}", show(&out));
+    assert_eq!(h.reader().total_count().unwrap(), 10);
+}

@@ -35,12 +35,7 @@ pub fn check(
             max_skew,
         } => check_signature(key_id, key, max_skew.as_secs(), authorization, date, now),
         InboundAuth::Basic { user, password } => {
-            let value = authorization
-                .ok_or(Denied("no Authorization header"))?
-                .trim();
-            let (scheme, cred) = value
-                .split_once(' ')
-                .ok_or(Denied("Authorization has no credentials"))?;
+            let (scheme, cred) = split_scheme(authorization)?;
             if !scheme.eq_ignore_ascii_case("basic") {
                 return Err(Denied("Authorization is not Basic"));
             }
@@ -54,14 +49,9 @@ pub fn check(
             }
         }
         InboundAuth::Custom { value: expected } => {
-            let value = authorization
-                .ok_or(Denied("no Authorization header"))?
-                .trim();
             // The scheme name is compared case-insensitively, the credentials exactly; the
             // credentials are everything after the first space.
-            let (scheme, cred) = value
-                .split_once(' ')
-                .ok_or(Denied("Authorization has no credentials"))?;
+            let (scheme, cred) = split_scheme(authorization)?;
             let (want_scheme, want_cred) = expected.split_once(' ').unwrap_or((expected, ""));
             let scheme_ok = scheme.eq_ignore_ascii_case(want_scheme);
             let cred_ok = constant_time_eq(cred.trim().as_bytes(), want_cred.trim().as_bytes());
@@ -74,6 +64,15 @@ pub fn check(
     }
 }
 
+/// Splits an `Authorization` value into its scheme and what follows the first space.
+fn split_scheme(authorization: Option<&str>) -> Result<(&str, &str), Denied> {
+    authorization
+        .ok_or(Denied("no Authorization header"))?
+        .trim()
+        .split_once(' ')
+        .ok_or(Denied("Authorization has no credentials"))
+}
+
 fn check_signature(
     key_id: &str,
     key: &str,
@@ -82,12 +81,7 @@ fn check_signature(
     date: Option<&str>,
     now: i64,
 ) -> Result<(), Denied> {
-    let value = authorization
-        .ok_or(Denied("no Authorization header"))?
-        .trim();
-    let (scheme, params) = value
-        .split_once(' ')
-        .ok_or(Denied("Authorization has no credentials"))?;
+    let (scheme, params) = split_scheme(authorization)?;
     if !scheme.eq_ignore_ascii_case("signature") {
         return Err(Denied("Authorization is not Signature"));
     }

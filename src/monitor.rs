@@ -168,15 +168,17 @@ impl Monitor {
 
 impl Handler for Monitor {
     fn handle(&self, req: Request) -> Response {
-        // GET only: the HTTP layer does not leave the body out of a HEAD reply.
-        let get = req.method == "GET";
+        // GET and HEAD (the HTTP layer leaves the body out of a HEAD reply).
+        let get = matches!(req.method.as_str(), "GET" | "HEAD");
         match req.path.as_str() {
             "/metrics" if get => self.metrics(),
             "/readyz" if get => match self.not_ready() {
                 None => Response::text(200, "ready"),
                 Some(reason) => Response::text(503, reason),
             },
-            "/metrics" | "/readyz" => Response::text(405, "use GET").with_header("Allow", "GET"),
+            "/metrics" | "/readyz" => {
+                Response::text(405, "use GET").with_header("Allow", "GET, HEAD")
+            }
             path if path == self.events_path && req.method == "POST" => {
                 let resp = self.ingress.handle(req);
                 metrics::event_received(resp.status);

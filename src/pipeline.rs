@@ -387,7 +387,12 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
                 } else {
                     attempt
                 };
-                let delay = backoff(ctx, attempts, f.retry_after);
+                let delay = backoff(
+                    ctx.retry_initial_ms,
+                    ctx.retry_max_delay_ms,
+                    attempts,
+                    f.retry_after,
+                );
                 log::warn!(
                     "i_event={} status {} not reported yet ({}); next try in {} ms",
                     ev.i_event,
@@ -454,7 +459,12 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
 
 fn retry_later(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, f: &Failure) {
     crate::metrics::retry_scheduled();
-    let delay = backoff(ctx, attempt, f.retry_after);
+    let delay = backoff(
+        ctx.retry_initial_ms,
+        ctx.retry_max_delay_ms,
+        attempt,
+        f.retry_after,
+    );
     let mut retry_reported = row.retry_reported;
     if !retry_reported {
         if let Some(i_account) = ev.i_account() {
@@ -500,18 +510,17 @@ fn retry_later(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, f: &Failure) {
     );
 }
 
-/// Delay before try `attempt + 1`: the server's `Retry-After` if it gave one (at most an
-/// hour), else exponential from `ESPFD_RETRY_INITIAL`, capped at `ESPFD_RETRY_MAX_DELAY`,
+/// Delay before try `attempt + 1`: the server's `Retry-After` if it gave one (at least
+/// `ESPFD_RETRY_INITIAL`, at most an hour), else exponential from `ESPFD_RETRY_INITIAL`, capped at `ESPFD_RETRY_MAX_DELAY`,
 /// with ±25 % jitter so that many failed events do not come back at the same instant.
-fn backoff(ctx: &Ctx, attempt: i64, retry_after: Option<Duration>) -> i64 {
+fn backoff(initial_ms: i64, max_ms: i64, attempt: i64, retry_after: Option<Duration>) -> i64 {
     if let Some(d) = retry_after {
-        return (d.as_millis() as i64).clamp(0, 3_600_000);
+        // Honoured up to an hour, but never below ESPFD_RETRY_INITIAL: "Retry-After: 0" (or
+        // a date in the past) must not turn into a tight loop.
+        return (d.as_millis() as i64).clamp(initial_ms, 3_600_000.max(initial_ms));
     }
     let exp = (attempt - 1).clamp(0, 30) as u32;
-    let base = ctx
-        .retry_initial_ms
-        .saturating_mul(1i64 << exp)
-        .min(ctx.retry_max_delay_ms);
+    let base = initial_ms.saturating_mul(1i64 << exp).min(max_ms);
     let spread = base / 2;
     let jitter = if spread > 0 {
         (jitter_u64() % spread as u64) as i64
@@ -548,5 +557,44 @@ fn save(
         // The event stays in its previous state and will be processed again.
         log::error!("i_event={} cannot record state {state}: {e}", row.i_event);
         thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        for attempt in 1..=12 {
+            let base = (2_000i64 << (attempt - 1)).min(600_000);
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..200 {
+                let d = backoff(2_000, 600_000, attempt, None);
+                assert!(
+                    d >= base * 3 / 4 && d < base * 5 / 4,
+                    "attempt {attempt}: {d} vs {base}"
+                );
+                seen.insert(d);
+            }
+            assert!(seen.len() > 20, "jitter spreads the delays: {}", seen.len());
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_bounds() {
+        let s = |secs| Some(Duration::from_secs(secs));
+        assert_eq!(backoff(2_000, 600_000, 1, s(30)), 30_000);
+        assert_eq!(
+            backoff(2_000, 600_000, 1, s(0)),
+            2_000,
+            "never a tight loop"
+        );
+        assert_eq!(
+            backoff(2_000, 600_000, 1, s(86_400)),
+            3_600_000,
+            "at most an hour"
+        );
     }
 }

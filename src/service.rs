@@ -179,6 +179,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let service = Service::start(config, None)?;
     while !stop.load(Ordering::SeqCst) {
         if hup.swap(false, Ordering::SeqCst) {
+            log::info!("SIGHUP received; reloading");
             // The outcome is logged; a failed reload keeps the service running as it was.
             let _ = service.reload();
         }

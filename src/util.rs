@@ -176,7 +176,7 @@ pub fn parse_http_date(value: &str) -> Option<i64> {
     }
     let day: i64 = parts[0].parse().ok()?;
     let month = MONTHS.iter().position(|m| *m == parts[1])? as i64 + 1;
-    let year: i64 = parts[2].parse().ok()?;
+    let year: i64 = parts[2].parse().ok().filter(|y| (1..=9999).contains(y))?;
     let hms: Vec<i64> = parts[3]
         .split(':')
         .map(|p| p.parse().ok())
@@ -198,7 +198,7 @@ pub fn parse_utc(value: &str) -> Option<i64> {
         .split(':')
         .map(|p| p.parse().ok())
         .collect::<Option<_>>()?;
-    if d.len() != 3 || t.len() != 3 {
+    if d.len() != 3 || t.len() != 3 || !(1..=9999).contains(&d[0]) {
         return None;
     }
     Some((days_from_civil(d[0], d[1], d[2]) * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000)
@@ -306,6 +306,8 @@ mod tests {
         assert_eq!(parse_utc("2018-04-12 15:24:00"), Some(secs * 1000));
         assert!(parse_http_date("12 Apr 2018").is_none());
         assert!(parse_http_date("Thu, 12 Foo 2018 15:24:00 GMT").is_none());
+        assert!(parse_http_date("Thu, 12 Apr 99999999999999999 15:24:00 GMT").is_none());
+        assert!(parse_utc("99999999999999999-01-01 00:00:00").is_none());
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! is a std `TcpListener`, one thread per connection up to a fixed maximum, deadlines on every
 //! read and write, caps on the request head and body, and `httparse` for the head; optionally
 //! TLS (rustls, [`Tls`]) and an IP allow-list ([`AllowList`]). It is not a general web
-//! framework: no chunked request bodies, no `Expect: 100-continue` dance, no compression —
-//! ESPF does not need them.
+//! framework: no chunked request bodies, no compression — ESPF does not need them. It does
+//! answer `Expect: 100-continue` and leaves the body out of HEAD replies.
 
 mod allow;
 mod parse;

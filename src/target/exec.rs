@@ -4,7 +4,9 @@
 //! (`ESPFD_I_EVENT`, `ESPFD_EVENT_TYPE`, `ESPFD_ENTITY_KIND`, `ESPFD_ENTITY_ID`,
 //! `ESPFD_I_ACCOUNT`, `ESPFD_ATTEMPT`, `ESPFD_GROUP`). Exit 0 → OK; 75 (EX_TEMPFAIL) →
 //! transient; any other exit code → permanent; killed by a signal, or by us after
-//! `ESPFD_EXEC_TIMEOUT` → transient. The last non-empty line of its output (stdout, else
+//! `ESPFD_EXEC_TIMEOUT` → transient (a signal means it crashed or was killed — by us, the
+//! OOM killer or an operator — not that the event is bad). espfd's own secret variables are
+//! removed from its environment. The last non-empty line of its output (stdout, else
 //! stderr) becomes the status message. Output is captured up to a bound; the rest is read
 //! and dropped so the command never blocks on a full pipe.
 
@@ -55,6 +57,12 @@ impl ExecTarget {
             .env("ESPFD_GROUP", d.group)
             // Its own process group, so that a timeout kills whatever it started too.
             .process_group(0);
+        // espfd's own secrets are not the connector's business, and whatever it prints may
+        // end up in a log line or a PortaBilling status message.
+        for var in crate::config::VARS.iter().filter(|v| v.secret) {
+            cmd.env_remove(var.name)
+                .env_remove(format!("{}_FILE", var.name));
+        }
         if let Some(kind) = d.entity_kind {
             cmd.env("ESPFD_ENTITY_KIND", kind);
         }

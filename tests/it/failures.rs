@@ -491,6 +491,10 @@ fn exec_connector_exit_codes_and_timeout() {
     assert_eq!(doc["i_event"], 61);
     assert_eq!(doc["entity"]["kind"], "account");
     let env = std::fs::read_to_string(work.0.join("env-61.txt")).unwrap();
+    assert!(
+        !env.contains("PASSWORD") && !env.contains("ESPFD_PB_"),
+        "espfd's secrets are not passed to the connector: {env}"
+    );
     for line in [
         "ESPFD_I_EVENT=61",
         "ESPFD_EVENT_TYPE=Subscriber/Updated",
@@ -637,4 +641,58 @@ fn events_show_hides_subscriber_data() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("ana@example.com"));
+}
+
+#[test]
+fn retries_stop_at_the_max_age_with_failed() {
+    let h = Harness::with(|raw| {
+        raw.set("ESPFD_RETRY_MAX_AGE", "1s");
+    });
+    h.sim.set_target_failure_rate(1.0);
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 81, 1000889)).0,
+        200
+    );
+    h.wait_finished(&[81], Duration::from_secs(10));
+    let (state, status, message, attempts) = row_state(&h, 81);
+    assert_eq!(
+        (state.as_str(), status.as_deref()),
+        ("failed", Some("FAILED"))
+    );
+    assert!(attempts >= 2, "it was retried before giving up");
+    let message = message.unwrap();
+    assert!(
+        message.starts_with(&format!("gave up after {attempts} attempts")),
+        "{message}"
+    );
+    let last = h.sim.statuses().last().unwrap().clone();
+    assert_eq!(last.status, "FAILED");
+}
+
+#[test]
+fn retry_after_zero_does_not_make_a_tight_loop() {
+    let h = Harness::with(|raw| {
+        raw.set("ESPFD_RETRY_INITIAL", "500ms");
+    });
+    h.sim
+        .script_target(82, &[(503, Some("0")), (429, Some("0"))]);
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 82, 1000889)).0,
+        200
+    );
+    h.wait_finished(&[82], Duration::from_secs(10));
+    let calls: Vec<_> = h
+        .sim
+        .target_calls()
+        .into_iter()
+        .filter(|c| c.doc["i_event"] == 82)
+        .collect();
+    assert_eq!(calls.len(), 3);
+    for pair in calls.windows(2) {
+        let gap = pair[1].started_ms - pair[0].finished_ms;
+        assert!(
+            gap >= 450,
+            "Retry-After: 0 waited only {gap} ms (ESPFD_RETRY_INITIAL is 500 ms)"
+        );
+    }
 }

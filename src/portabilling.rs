@@ -256,18 +256,7 @@ impl PbClient {
                 "session reply has no access_token".into(),
             ));
         };
-        let now = now_ms();
-        let expires_at = reply
-            .get("expires_in")
-            .and_then(Value::as_i64)
-            .map(|s| now + s * 1000)
-            .or_else(|| {
-                reply
-                    .get("expires_at")
-                    .and_then(Value::as_str)
-                    .and_then(parse_utc)
-            });
-        let refresh_at = expires_at.map(|t| t - REFRESH_MARGIN_MS.min((t - now).max(0) / 5));
+        let refresh_at = refresh_at(reply, now_ms());
         let previous_refresh = lock(&self.session)
             .as_ref()
             .and_then(|s| s.refresh_token.clone());
@@ -399,5 +388,51 @@ impl PbClient {
             .get(key)
             .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
             .cloned())
+    }
+}
+
+/// When a session from this login/refresh reply should be renewed: before `expires_in`
+/// seconds, else before `expires_at` (UTC), by at most a minute and at most a fifth of the
+/// token's life. `None` when the reply gives neither (renewed only when rejected).
+fn refresh_at(reply: &Value, now: i64) -> Option<i64> {
+    let expires_at = reply
+        .get("expires_in")
+        .and_then(Value::as_i64)
+        .map(|s| now + s * 1000)
+        .or_else(|| {
+            reply
+                .get("expires_at")
+                .and_then(Value::as_str)
+                .and_then(parse_utc)
+        })?;
+    Some(expires_at - REFRESH_MARGIN_MS.min((expires_at - now).max(0) / 5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_time_comes_from_expires_in_or_expires_at() {
+        let now = parse_utc("2025-01-01 12:00:00").unwrap();
+        // 48 h token: renewed a minute early.
+        let r = refresh_at(&json!({"expires_in": 172_800}), now).unwrap();
+        assert_eq!(r, now + 172_800_000 - 60_000);
+        // Only expires_at (older releases): the same rule.
+        let r = refresh_at(&json!({"expires_at": "2025-01-01 13:00:00"}), now).unwrap();
+        assert_eq!(r, now + 3_600_000 - 60_000);
+        // expires_in wins when both are there.
+        let r = refresh_at(
+            &json!({"expires_in": 900, "expires_at": "2030-01-01 00:00:00"}),
+            now,
+        )
+        .unwrap();
+        assert_eq!(r, now + 900_000 - 60_000);
+        // A 2 s token is not renewed on every call: a fifth of its life early.
+        assert_eq!(
+            refresh_at(&json!({"expires_in": 2}), now).unwrap(),
+            now + 1_600
+        );
+        assert_eq!(refresh_at(&json!({"access_token": "x"}), now), None);
     }
 }

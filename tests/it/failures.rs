@@ -696,3 +696,98 @@ fn retry_after_zero_does_not_make_a_tight_loop() {
         );
     }
 }
+
+#[test]
+fn pending_events_move_lanes_when_the_worker_count_changes() {
+    let mut h = Harness::with(|raw| {
+        raw.set("ESPFD_WORKERS", "2");
+    });
+    h.sim.set_target_failure_rate(1.0);
+    let ids: Vec<i64> = (101..=120).collect();
+    for &i in &ids {
+        assert_eq!(
+            h.post(&account_event("Subscriber/Updated", i, 8000 + i % 7))
+                .0,
+            200
+        );
+    }
+    assert!(eventually(Duration::from_secs(10), || h
+        .sim
+        .target_calls()
+        .len()
+        >= 7));
+    h.stop();
+    h.sim.set_target_failure_rate(0.0);
+    let mut raw = crate::harness::raw_config(&h.sim, &h.state);
+    raw.set("ESPFD_WORKERS", "5");
+    h.config = raw.validate().unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    h.steps = rx;
+    h.service = Some(espfd::service::Service::start(&h.config, Some(tx)).unwrap());
+    h.wait_finished(&ids, Duration::from_secs(20));
+    let rows = h.reader().list(None, None, 100).unwrap();
+    assert!(rows.iter().all(|r| r.state == "done"));
+    assert!(
+        rows.iter().any(|r| r.lane >= 2),
+        "events were re-assigned to the new lanes"
+    );
+    for r in &rows {
+        assert_eq!(r.lane as usize, espfd::store::lane_of(&r.entity, 5));
+    }
+}
+
+#[test]
+fn sigint_stops_the_binary_cleanly() {
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    let state = TempDir::new("int");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .envs(crate::harness::sim_env(&sim, &state))
+        .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn exec_output_is_bounded_and_its_last_line_is_the_message() {
+    let work = TempDir::new("exec-out");
+    let script = work.0.join("chatty.sh");
+    // 300 KiB of noise on both streams, then the line that matters.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat >/dev/null\nhead -c 307200 /dev/zero | tr '\\0' 'x'\necho\nhead -c 307200 /dev/zero | tr '\\0' 'y' >&2\necho 'provisioned after a lot of talk'\n",
+    )
+    .unwrap();
+    let h = Harness::with(|raw| {
+        raw.unset("ESPFD_TARGET_URL")
+            .set("ESPFD_TARGET_EXEC", format!("sh {}", script.display()));
+    });
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 91, 1000889)).0,
+        200
+    );
+    let steps = h.wait_finished(&[91], Duration::from_secs(10));
+    assert!(
+        steps.contains(&Step::Finished {
+            i_event: 91,
+            state: "done",
+            message: "provisioned after a lot of talk".into()
+        }),
+        "{steps:?}"
+    );
+    let last = h.sim.statuses().last().unwrap().clone();
+    assert_eq!(last.message, "provisioned after a lot of talk");
+}

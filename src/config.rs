@@ -80,6 +80,7 @@ pub const VARS: &[Var] = &[
     var("ESPFD_WORKERS", Some("4"), "worker threads (lanes); one entity's events always go to the same lane"),
     var("ESPFD_STATE_DIR", Some("/var/lib/espfd"), "directory of the event store (espfd.db); must be writable"),
     var("ESPFD_RETRY_MAX_AGE", Some("24h"), "how long a failing event is retried (from its arrival) before it is FAILED"),
+    var("ESPFD_RETENTION", Some("30d"), "how long finished events (done, failed) stay in the store before they are deleted"),
     var("ESPFD_RETRY_INITIAL", Some("2s"), "delay before the first retry; each further retry waits twice as long (with jitter)"),
     var("ESPFD_RETRY_MAX_DELAY", Some("10m"), "longest delay between two retries"),
     var("ESPFD_SHUTDOWN_GRACE", Some("10s"), "on SIGTERM/SIGINT, time allowed for work in flight before it is left in the store for the next start"),
@@ -432,6 +433,7 @@ impl RawConfig {
             workers: self.number("ESPFD_WORKERS", 1, 256)? as usize,
             state_dir: PathBuf::from(self.required("ESPFD_STATE_DIR")?),
             retry_max_age: self.duration("ESPFD_RETRY_MAX_AGE")?,
+            retention: self.duration("ESPFD_RETENTION")?,
             retry_initial: self.duration("ESPFD_RETRY_INITIAL")?,
             retry_max_delay: self.duration("ESPFD_RETRY_MAX_DELAY")?,
             limits: Limits {
@@ -630,6 +632,7 @@ pub struct Config {
     pub workers: usize,
     pub state_dir: PathBuf,
     pub retry_max_age: Duration,
+    pub retention: Duration,
     pub retry_initial: Duration,
     pub retry_max_delay: Duration,
     pub limits: Limits,

@@ -26,6 +26,58 @@ pub struct Service {
     pipeline: Pipeline,
     ctx: Arc<Ctx>,
     writer: WriterThread,
+    janitor: Janitor,
+}
+
+/// Deletes finished events older than `ESPFD_RETENTION`, so the store does not grow forever
+/// on an appliance's disk. Stops when its sender is dropped.
+struct Janitor {
+    stop: crossbeam_channel::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Janitor {
+    fn start(store: Store, retention: Duration) -> std::io::Result<Janitor> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        // Often enough that the store holds at most a little more than the retention.
+        let every = (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(3600));
+        let thread = std::thread::Builder::new()
+            .name("janitor".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    let before = crate::util::now_ms() - retention.as_millis() as i64;
+                    let mut deleted = 0;
+                    loop {
+                        match store.purge(before) {
+                            Ok(n) => {
+                                deleted += n;
+                                if n < crate::store::PURGE_BATCH {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                log::error!("deleting old events failed: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    if deleted > 0 {
+                        log::info!(
+                        "deleted {deleted} events finished more than {} s ago (ESPFD_RETENTION)",
+                        retention.as_secs()
+                    );
+                    }
+                }
+            })?;
+        Ok(Janitor { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }
 
 impl Service {
@@ -101,12 +153,15 @@ impl Service {
             config.workers,
             ctx.store.path().display()
         );
+        let janitor = Janitor::start(ctx.store.clone(), config.retention)
+            .map_err(|e| Error::io("cannot start the janitor thread", e))?;
         Ok(Service {
             server,
             tls,
             pipeline,
             ctx,
             writer,
+            janitor,
         })
     }
 
@@ -159,6 +214,7 @@ impl Service {
         if busy > 0 {
             log::warn!("{busy} event(s) still in flight after ESPFD_SHUTDOWN_GRACE; they stay in the store and run again on the next start");
         }
+        self.janitor.stop();
         drop(self.ctx);
         self.writer.join();
         log::info!("espfd stopped");

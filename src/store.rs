@@ -24,6 +24,8 @@ use crate::util::fnv1a;
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 2048;
+/// Most events one purge deletes, so that one transaction never holds the writer long.
+pub const PURGE_BATCH: usize = 5_000;
 /// Depth of the write queue; beyond it inserts are refused (503) instead of waiting.
 const QUEUE_DEPTH: usize = 8192;
 
@@ -55,6 +57,8 @@ CREATE INDEX IF NOT EXISTS events_open_entity ON events(entity, seq)
 CREATE INDEX IF NOT EXISTS events_in_progress ON events(lane, next_at)
     WHERE state = 'in_progress';
 CREATE INDEX IF NOT EXISTS events_by_state ON events(state, seq);
+CREATE INDEX IF NOT EXISTS events_finished ON events(finished_at)
+    WHERE state IN ('done','failed');
 CREATE TABLE IF NOT EXISTS attempts (
     i_event  INTEGER NOT NULL,
     attempt  INTEGER NOT NULL,
@@ -134,6 +138,8 @@ enum Op {
     Insert(NewEvent, Sender<Result<Inserted, Error>>),
     Update(Update, Sender<Result<(), Error>>),
     Complete(Completion, Sender<Result<Completed, Error>>),
+    /// Delete finished events that finished before this time (unix ms).
+    Purge(i64, Sender<Result<usize, Error>>),
     /// Apply what came before, then exit.
     Stop,
 }
@@ -260,6 +266,16 @@ impl Store {
         rx.recv().unwrap_or(Err(Error::Closed))
     }
 
+    /// Deletes events that are finished (done or failed) since before `before` (unix ms),
+    /// with their attempts, at most [`PURGE_BATCH`] per call; returns how many went.
+    pub fn purge(&self, before: i64) -> Result<usize, Error> {
+        let (tx, rx) = bounded(1);
+        self.ops
+            .send(Op::Purge(before, tx))
+            .map_err(|_| Error::Closed)?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
     /// Applies a worker's state change durably (waits for queue space).
     pub fn update(&self, up: Update) -> Result<(), Error> {
         let (tx, rx) = bounded(1);
@@ -361,6 +377,9 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize) {
                         results.push(Ok(Done::Nothing));
                     }
                     Op::Complete(c, _) => results.push(complete_one(conn, c).map(Done::Completed)),
+                    Op::Purge(before, _) => {
+                        results.push(purge_some(conn, *before).map(Done::Purged))
+                    }
                     Op::Stop => results.push(Ok(Done::Nothing)),
                 }
             }
@@ -399,6 +418,12 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize) {
                     _ => Completed::NotFound,
                 }));
             }
+            Op::Purge(_, reply) => {
+                let _ = reply.send(result.map(|d| match d {
+                    Done::Purged(n) => n,
+                    _ => 0,
+                }));
+            }
             Op::Stop => {}
         }
     }
@@ -412,7 +437,31 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize) {
 enum Done {
     Inserted(Inserted),
     Completed(Completed),
+    Purged(usize),
     Nothing,
+}
+
+fn purge_some(conn: &Connection, before: i64) -> Result<usize, Error> {
+    let ids: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT i_event FROM events WHERE state IN ('done','failed') AND finished_at < ?1 LIMIT ?2",
+        )
+        .map_err(db_err("purge"))?
+        .query_map(params![before, PURGE_BATCH as i64], |r| r.get(0))
+        .map_err(db_err("purge"))?
+        .collect::<rusqlite::Result<Vec<i64>>>()
+        .map_err(db_err("purge"))?;
+    let mut del_attempts = conn
+        .prepare_cached("DELETE FROM attempts WHERE i_event = ?1")
+        .map_err(db_err("purge"))?;
+    let mut del_event = conn
+        .prepare_cached("DELETE FROM events WHERE i_event = ?1")
+        .map_err(db_err("purge"))?;
+    for id in &ids {
+        del_attempts.execute(params![id]).map_err(db_err("purge"))?;
+        del_event.execute(params![id]).map_err(db_err("purge"))?;
+    }
+    Ok(ids.len())
 }
 
 fn complete_one(conn: &Connection, c: &Completion) -> Result<Completed, Error> {

@@ -791,3 +791,40 @@ fn exec_output_is_bounded_and_its_last_line_is_the_message() {
     let last = h.sim.statuses().last().unwrap().clone();
     assert_eq!(last.message, "provisioned after a lot of talk");
 }
+
+#[test]
+fn finished_events_are_deleted_after_the_retention() {
+    let h = Harness::with(|raw| {
+        raw.set("ESPFD_RETENTION", "1s");
+    });
+    h.sim.script_target(302, &[(422, None)]);
+    for i in [301, 302] {
+        assert_eq!(
+            h.post(&account_event("Subscriber/Updated", i, 1000889)).0,
+            200
+        );
+    }
+    h.wait_finished(&[301, 302], Duration::from_secs(10));
+    // One event still waiting for a retry must stay however old it gets.
+    h.sim.script_target(303, &[(503, Some("30"))]);
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 303, 277147)).0,
+        200
+    );
+    assert!(eventually(Duration::from_secs(5), || row_state(&h, 303).0 == "retry"));
+    assert!(row_state(&h, 301).0 == "done");
+    assert!(
+        eventually(Duration::from_secs(5), || h
+            .reader()
+            .get(301)
+            .unwrap()
+            .is_none()
+            && h.reader().get(302).unwrap().is_none()),
+        "done and failed events older than ESPFD_RETENTION are deleted"
+    );
+    assert!(
+        h.reader().attempts(301).unwrap().is_empty(),
+        "with their attempts"
+    );
+    assert_eq!(row_state(&h, 303).0, "retry", "open events are kept");
+}

@@ -61,7 +61,6 @@ fn main() {
     let sim = Sim::start("127.0.0.1:0", SimConfig::default()).expect("start simulators");
     // Keep the simulator's memory flat over hundreds of thousands of calls.
     sim.set_record_limit(Some(1000));
-    let cfg = SimConfig::default();
     let state = std::env::temp_dir().join(format!("espfd-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     let port = {
@@ -78,11 +77,7 @@ fn main() {
         .env("ESPFD_LISTEN", addr.to_string())
         .env("ESPFD_AUTH_USER", "espf")
         .env("ESPFD_AUTH_PASSWORD", "bench")
-        .env("ESPFD_PB_URL", sim.url())
-        .env("ESPFD_PB_LOGIN", &cfg.login)
-        .env("ESPFD_PB_PASSWORD", &cfg.password)
-        .env("ESPFD_GROUP", "HSS")
-        .env("ESPFD_TARGET_URL", sim.target_url())
+        .envs(sim.espfd_env())
         .env("ESPFD_STATE_DIR", &state)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())

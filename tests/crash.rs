@@ -25,17 +25,12 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn start(sim: &Sim, state: &std::path::Path, port: u16) -> Child {
-    let sc = SimConfig::default();
     Command::new(env!("CARGO_BIN_EXE_espfd"))
         .env_clear()
         .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
         .env("ESPFD_AUTH_USER", "espf")
         .env("ESPFD_AUTH_PASSWORD", "crash")
-        .env("ESPFD_PB_URL", sim.url())
-        .env("ESPFD_PB_LOGIN", &sc.login)
-        .env("ESPFD_PB_PASSWORD", &sc.password)
-        .env("ESPFD_GROUP", "HSS")
-        .env("ESPFD_TARGET_URL", sim.target_url())
+        .envs(sim.espfd_env())
         .env("ESPFD_RETRY_INITIAL", "100ms")
         .env("ESPFD_RETRY_MAX_DELAY", "1s")
         .env("ESPFD_STATE_DIR", state)

@@ -36,7 +36,6 @@ fn events() -> Vec<(&'static str, String)> {
 pub fn run() -> Result<ExitCode, Error> {
     let sim = Sim::start("127.0.0.1:0", SimConfig::default())
         .map_err(|e| Error::io("demo: cannot start the simulators", e))?;
-    let sim_cfg = SimConfig::default();
     sim.script_target(7617, &[(503, None)]);
 
     let state_dir = std::env::temp_dir().join(format!(
@@ -45,15 +44,13 @@ pub fn run() -> Result<ExitCode, Error> {
         crate::util::now_ms()
     ));
     let mut raw = RawConfig::from_lookup(|_| None)?;
+    for (name, value) in sim.espfd_env() {
+        raw.set(name, value);
+    }
     raw.set("ESPFD_LISTEN", "127.0.0.1:0")
         .set("ESPFD_AUTH", "basic")
         .set("ESPFD_AUTH_USER", DEMO_USER)
         .set("ESPFD_AUTH_PASSWORD", DEMO_PASSWORD)
-        .set("ESPFD_PB_URL", sim.url())
-        .set("ESPFD_PB_LOGIN", sim_cfg.login.clone())
-        .set("ESPFD_PB_PASSWORD", sim_cfg.password.clone())
-        .set("ESPFD_GROUP", "HSS")
-        .set("ESPFD_TARGET_URL", sim.target_url())
         .set("ESPFD_WORKERS", "2")
         .set("ESPFD_RETRY_INITIAL", "300ms")
         .set("ESPFD_STATE_DIR", state_dir.display().to_string());

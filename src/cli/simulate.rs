@@ -156,22 +156,8 @@ fn shell_word(v: &str) -> String {
 
 /// The `export` lines for an espfd that uses `sim`.
 fn exports(sim: &Sim) -> String {
-    let cfg = sim.config();
-    let group = cfg
-        .groups
-        .iter()
-        .find(|g| g.as_str() == "HSS")
-        .or(cfg.groups.first())
-        .cloned()
-        .unwrap_or_else(|| "HSS".into());
     let mut out = String::new();
-    for (name, value) in [
-        ("ESPFD_PB_URL", sim.url()),
-        ("ESPFD_PB_LOGIN", cfg.login.clone()),
-        ("ESPFD_PB_PASSWORD", cfg.password.clone()),
-        ("ESPFD_GROUP", group),
-        ("ESPFD_TARGET_URL", sim.target_url()),
-    ] {
+    for (name, value) in sim.espfd_env() {
         out.push_str(&format!("export {name}={}\n", shell_word(&value)));
     }
     out

@@ -354,6 +354,27 @@ impl Sim {
         self.addr
     }
 
+    /// The variables an espfd needs to use this simulator: PortaBilling URL and
+    /// credentials, the service group (HSS if configured, else the first group) and the
+    /// target URL. `espfd simulate`, the demo, the tests and the benchmark all start from it.
+    pub fn espfd_env(&self) -> Vec<(&'static str, String)> {
+        let cfg = self.config();
+        let group = cfg
+            .groups
+            .iter()
+            .find(|g| g.as_str() == "HSS")
+            .or(cfg.groups.first())
+            .cloned()
+            .unwrap_or_else(|| "HSS".into());
+        vec![
+            ("ESPFD_PB_URL", self.url()),
+            ("ESPFD_PB_LOGIN", cfg.login.clone()),
+            ("ESPFD_PB_PASSWORD", cfg.password.clone()),
+            ("ESPFD_GROUP", group),
+            ("ESPFD_TARGET_URL", self.target_url()),
+        ]
+    }
+
     /// The configuration it was started with (failure rates as at start).
     pub fn config(&self) -> &SimConfig {
         &self.inner.cfg

@@ -43,20 +43,16 @@ impl Drop for TempDir {
 /// The variables an espfd needs to run against `sim`, with a private state dir; used for
 /// the in-process service and for the real binary alike.
 pub fn sim_env(sim: &Sim, state: &TempDir) -> Vec<(&'static str, String)> {
-    let sc = SimConfig::default();
-    vec![
+    let mut env = sim.espfd_env();
+    env.extend([
         ("ESPFD_LISTEN", "127.0.0.1:0".into()),
         ("ESPFD_AUTH_USER", USER.into()),
         ("ESPFD_AUTH_PASSWORD", PASSWORD.into()),
-        ("ESPFD_PB_URL", sim.url()),
-        ("ESPFD_PB_LOGIN", sc.login),
-        ("ESPFD_PB_PASSWORD", sc.password),
-        ("ESPFD_GROUP", "HSS".into()),
-        ("ESPFD_TARGET_URL", sim.target_url()),
         ("ESPFD_RETRY_INITIAL", "100ms".into()),
         ("ESPFD_RETRY_MAX_DELAY", "1s".into()),
         ("ESPFD_STATE_DIR", state.0.display().to_string()),
-    ]
+    ]);
+    env
 }
 
 /// The configuration an espfd needs to run against `sim`, with a private state dir.

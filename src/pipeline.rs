@@ -22,7 +22,7 @@ use crate::espf::{EspfClient, Status};
 use crate::event::Event;
 use crate::outbound::Failure;
 use crate::portabilling::PbClient;
-use crate::store::{Row, Store, Update};
+use crate::store::{Early, Row, Store, Update};
 use crate::target::{self, Delivery, Outcome, Target};
 use crate::util::{format_rfc3339, jitter_u64, now_ms};
 
@@ -235,7 +235,7 @@ fn process(ctx: &Ctx, row: &Row) {
             // Cannot happen for bodies the ingress accepted; keep it visible if it does.
             let message = format!("stored event no longer parses: {reason}");
             log::error!("i_event={} {message}", row.i_event);
-            save(
+            let _ = save(
                 ctx,
                 row,
                 "failed",
@@ -261,6 +261,8 @@ fn process(ctx: &Ctx, row: &Row) {
     }
 
     let attempt = row.attempts + 1;
+    // Until the outcome is recorded, a completion callback for this event is kept for it.
+    let _delivering = ctx.store.delivering(ev.i_event);
     let outcome = match attempt_once(ctx, row, &ev, attempt) {
         Ok(outcome) => outcome,
         Err(f) => Outcome::Failed(f),
@@ -419,7 +421,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
         next_at = now_ms() + ctx.async_timeout_ms;
     }
     let log_line = (status.as_str(), message.as_str());
-    save(
+    let early = save(
         ctx,
         row,
         state,
@@ -430,6 +432,16 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
         row.retry_reported,
         Some(log_line),
     );
+    if let Early::Applied { status: completed } = &early {
+        // The target's callback came before IN_PROGRESS was recorded; the final status is
+        // reported next, after IN_PROGRESS.
+        log::info!(
+            "i_event={} {} IN_PROGRESS: {message}; its completion callback ({completed}) had already arrived",
+            ev.i_event,
+            ev.event_type,
+        );
+        return;
+    }
     if state == final_state {
         crate::metrics::event_finished(final_state);
         match status {
@@ -497,7 +509,7 @@ fn retry_later(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, f: &Failure) {
         delay_ms: delay,
         reason: f.message.clone(),
     });
-    save(
+    let _ = save(
         ctx,
         row,
         "retry",
@@ -541,7 +553,7 @@ fn save(
     message: &str,
     retry_reported: bool,
     attempt_log: Option<(&str, &str)>,
-) {
+) -> Early {
     let update = Update {
         seq: row.seq,
         i_event: row.i_event,
@@ -553,10 +565,23 @@ fn save(
         retry_reported,
         attempt_log: attempt_log.map(|(o, d)| (o.to_string(), d.to_string())),
     };
-    if let Err(e) = ctx.store.update(update) {
-        // The event stays in its previous state and will be processed again.
-        log::error!("i_event={} cannot record state {state}: {e}", row.i_event);
-        thread::sleep(Duration::from_secs(1));
+    match ctx.store.update(update) {
+        Ok(Early::Ignored { status: completed }) => {
+            log::warn!(
+                "i_event={} completion callback ({completed}) ignored: it arrived while the \
+                 delivery was in flight, and the delivery ended {} ({message}), not with 202",
+                row.i_event,
+                status.as_str()
+            );
+            Early::Ignored { status: completed }
+        }
+        Ok(early) => early,
+        Err(e) => {
+            // The event stays in its previous state and will be processed again.
+            log::error!("i_event={} cannot record state {state}: {e}", row.i_event);
+            thread::sleep(Duration::from_secs(1));
+            Early::None
+        }
     }
 }
 

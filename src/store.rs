@@ -11,8 +11,18 @@
 //! Event states: `queued` (to process), `retry` (waiting for `next_at`), `report` (the target
 //! is done, the status report to ESPF is still owed), and the final `done`, `failed`,
 //! `in_progress` (the target accepted and will call back).
+//!
+//! A target's completion callback can arrive before the event is `in_progress`: while the
+//! delivery that the target answers 202 is still in flight, or while the IN_PROGRESS report
+//! is owed or under way. It is then kept in the `completions` table, and the writer applies
+//! it in the same transaction that records the event as `in_progress` (so the final status
+//! is always reported after IN_PROGRESS), or drops it, with a line in the event's attempts,
+//! when the delivery ended otherwise. Which deliveries are in flight is known in memory
+//! ([`Store::delivering`]); after a restart none is.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -67,6 +77,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     detail   TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_event ON attempts(i_event);
+-- Completion callbacks that arrived before their event was in_progress.
+CREATE TABLE IF NOT EXISTS completions (
+    i_event  INTEGER PRIMARY KEY,
+    status   TEXT NOT NULL,             -- OK or FAILED
+    message  TEXT NOT NULL,
+    at       INTEGER NOT NULL           -- unix ms
+);
 ";
 
 /// An event to store.
@@ -136,7 +153,7 @@ impl Row {
 
 enum Op {
     Insert(NewEvent, Sender<Result<Inserted, Error>>),
-    Update(Update, Sender<Result<(), Error>>),
+    Update(Update, Sender<Result<Early, Error>>),
     Complete(Completion, Sender<Result<Completed, Error>>),
     /// Delete finished events that finished before this time (unix ms).
     Purge(i64, Sender<Result<usize, Error>>),
@@ -158,10 +175,51 @@ pub struct Completion {
 pub enum Completed {
     /// Recorded; the status report is owed on this lane.
     Applied { lane: usize },
+    /// Recorded before the event was `in_progress` (its delivery in flight, or its
+    /// IN_PROGRESS report owed); applied once it is.
+    Early,
     /// No such event.
     NotFound,
     /// The event is not waiting for a completion; its state is given.
     NotInProgress(String),
+    /// A completion for this event was already recorded.
+    AlreadyRecorded,
+}
+
+/// What became of a completion that arrived early, once the worker recorded the delivery's
+/// outcome (the answer of [`Store::update`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Early {
+    /// No completion was waiting.
+    None,
+    /// The event became `in_progress`, and the waiting completion turned it into `report`
+    /// of this final status at once.
+    Applied { status: String },
+    /// The delivery ended otherwise (a 2xx, a failure); its result stands and the waiting
+    /// completion with this status was dropped.
+    Ignored { status: String },
+}
+
+/// The events whose delivery a worker has in hand, shared by the workers and the writer.
+#[derive(Clone, Default)]
+struct InFlight(Arc<Mutex<HashSet<i64>>>);
+
+impl InFlight {
+    fn set(&self) -> MutexGuard<'_, HashSet<i64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Marks an event's delivery as in flight until dropped (see [`Store::delivering`]).
+pub struct Delivering {
+    in_flight: InFlight,
+    i_event: i64,
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        self.in_flight.set().remove(&self.i_event);
+    }
 }
 
 /// The store's write side; clone freely (clones share the writer thread).
@@ -170,6 +228,7 @@ pub struct Store {
     path: PathBuf,
     lanes: usize,
     ops: Sender<Op>,
+    in_flight: InFlight,
 }
 
 /// The writer thread; [`WriterThread::join`] stops it.
@@ -225,15 +284,18 @@ impl Store {
         relane(&conn, lanes)?;
 
         let (tx, rx) = bounded(QUEUE_DEPTH);
+        let in_flight = InFlight::default();
+        let writer_in_flight = in_flight.clone();
         let handle = thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, lanes))
+            .spawn(move || writer_loop(conn, rx, lanes, &writer_in_flight))
             .map_err(|e| Error::io("cannot start the store writer thread", e))?;
         Ok((
             Store {
                 path,
                 lanes,
                 ops: tx.clone(),
+                in_flight,
             },
             WriterThread { ops: tx, handle },
         ))
@@ -256,8 +318,20 @@ impl Store {
         rx.recv().unwrap_or(Err(Error::Closed))
     }
 
-    /// Records an asynchronous completion durably: the event moves from `in_progress` to
-    /// `report`, and a worker reports the final status to ESPF.
+    /// Marks the delivery of `i_event` as in flight until the guard is dropped: a completion
+    /// callback that arrives meanwhile is kept until the worker has recorded the outcome.
+    /// Hold it from before the target is called until [`Store::update`] has returned.
+    pub fn delivering(&self, i_event: i64) -> Delivering {
+        self.in_flight.set().insert(i_event);
+        Delivering {
+            in_flight: self.in_flight.clone(),
+            i_event,
+        }
+    }
+
+    /// Records an asynchronous completion durably: an `in_progress` event moves to `report`
+    /// and a worker reports the final status to ESPF; an event whose delivery is in flight
+    /// or whose IN_PROGRESS report is owed keeps the completion for later ([`Completed::Early`]).
     pub fn complete(&self, c: Completion) -> Result<Completed, Error> {
         let (tx, rx) = bounded(1);
         self.ops
@@ -276,8 +350,9 @@ impl Store {
         rx.recv().unwrap_or(Err(Error::Closed))
     }
 
-    /// Applies a worker's state change durably (waits for queue space).
-    pub fn update(&self, up: Update) -> Result<(), Error> {
+    /// Applies a worker's state change durably (waits for queue space), and says what became
+    /// of a completion that arrived early.
+    pub fn update(&self, up: Update) -> Result<Early, Error> {
         let (tx, rx) = bounded(1);
         self.ops
             .send(Op::Update(up, tx))
@@ -335,7 +410,7 @@ fn relane(conn: &Connection, lanes: usize) -> Result<(), Error> {
     Ok(())
 }
 
-fn writer_loop(conn: Connection, rx: Receiver<Op>, lanes: usize) {
+fn writer_loop(conn: Connection, rx: Receiver<Op>, lanes: usize, in_flight: &InFlight) {
     let mut batch: Vec<Op> = Vec::with_capacity(256);
     let mut stopping = false;
     while let Ok(first) = rx.recv() {
@@ -350,7 +425,7 @@ fn writer_loop(conn: Connection, rx: Receiver<Op>, lanes: usize) {
             stopping = true;
             batch.truncate(i);
         }
-        apply_batch(&conn, &mut batch, lanes);
+        apply_batch(&conn, &mut batch, lanes, in_flight);
         if stopping {
             // Writes queued behind the stop are answered "closed" as the channel drops.
             return;
@@ -361,7 +436,7 @@ fn writer_loop(conn: Connection, rx: Receiver<Op>, lanes: usize) {
     }
 }
 
-fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize) {
+fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize, in_flight: &InFlight) {
     let mut results: Vec<Result<Done, Error>> = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), Error> {
         conn.execute_batch("BEGIN IMMEDIATE")
@@ -372,11 +447,10 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize) {
                     Op::Insert(ev, _) => {
                         results.push(insert_one(conn, ev, lanes).map(Done::Inserted))
                     }
-                    Op::Update(up, _) => {
-                        update_one(conn, up)?;
-                        results.push(Ok(Done::Nothing));
+                    Op::Update(up, _) => results.push(Ok(Done::Updated(update_one(conn, up)?))),
+                    Op::Complete(c, _) => {
+                        results.push(complete_one(conn, c, in_flight).map(Done::Completed))
                     }
-                    Op::Complete(c, _) => results.push(complete_one(conn, c).map(Done::Completed)),
                     Op::Purge(before, _) => {
                         results.push(purge_some(conn, *before).map(Done::Purged))
                     }
@@ -410,7 +484,10 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize) {
                 }));
             }
             Op::Update(_, reply) => {
-                let _ = reply.send(result.map(|_| ()));
+                let _ = reply.send(result.map(|d| match d {
+                    Done::Updated(early) => early,
+                    _ => Early::None,
+                }));
             }
             Op::Complete(_, reply) => {
                 let _ = reply.send(result.map(|d| match d {
@@ -436,6 +513,7 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize) {
 #[derive(Clone)]
 enum Done {
     Inserted(Inserted),
+    Updated(Early),
     Completed(Completed),
     Purged(usize),
     Nothing,
@@ -457,45 +535,144 @@ fn purge_some(conn: &Connection, before: i64) -> Result<usize, Error> {
     let mut del_event = conn
         .prepare_cached("DELETE FROM events WHERE i_event = ?1")
         .map_err(db_err("purge"))?;
+    let mut del_completion = conn
+        .prepare_cached("DELETE FROM completions WHERE i_event = ?1")
+        .map_err(db_err("purge"))?;
     for id in &ids {
         del_attempts.execute(params![id]).map_err(db_err("purge"))?;
+        del_completion
+            .execute(params![id])
+            .map_err(db_err("purge"))?;
         del_event.execute(params![id]).map_err(db_err("purge"))?;
     }
     Ok(ids.len())
 }
 
-fn complete_one(conn: &Connection, c: &Completion) -> Result<Completed, Error> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE events SET state = 'report', status = ?2, message = ?3, next_at = 0
-             WHERE i_event = ?1 AND state = 'in_progress'",
-        )
+fn complete_one(
+    conn: &Connection,
+    c: &Completion,
+    in_flight: &InFlight,
+) -> Result<Completed, Error> {
+    let current: Option<(String, i64, Option<String>)> = conn
+        .prepare_cached("SELECT state, lane, status FROM events WHERE i_event = ?1")
         .map_err(db_err("complete"))?
-        .execute(params![c.i_event, c.status, c.message])
-        .map_err(db_err("complete"))?;
-    let current: Option<(String, i64)> = conn
-        .prepare_cached("SELECT state, lane FROM events WHERE i_event = ?1")
-        .map_err(db_err("complete"))?
-        .query_row(params![c.i_event], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![c.i_event], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()
         .map_err(db_err("complete"))?;
-    Ok(match (changed, current) {
-        (1, Some((_, lane))) => {
-            let detail = format!("{}: {}", c.status, c.message);
+    let Some((state, lane, status)) = current else {
+        return Ok(Completed::NotFound);
+    };
+    let detail = format!("{}: {}", c.status, c.message);
+    let waiting = match state.as_str() {
+        "in_progress" => {
             conn.prepare_cached(
-                "INSERT INTO attempts (i_event, attempt, at, outcome, detail)
-                 SELECT i_event, attempts, ?2, 'CALLBACK', ?3 FROM events WHERE i_event = ?1",
+                "UPDATE events SET state = 'report', status = ?2, message = ?3, next_at = 0,
+                     finished_at = NULL WHERE i_event = ?1",
             )
-            .map_err(db_err("log attempt"))?
-            .execute(params![c.i_event, crate::util::now_ms(), detail])
-            .map_err(db_err("log attempt"))?;
-            Completed::Applied {
+            .map_err(db_err("complete"))?
+            .execute(params![c.i_event, c.status, c.message])
+            .map_err(db_err("complete"))?;
+            log_attempt(conn, c.i_event, "CALLBACK", &detail)?;
+            return Ok(Completed::Applied {
                 lane: lane as usize,
-            }
+            });
         }
-        (_, Some((state, _))) => Completed::NotInProgress(state),
-        (_, None) => Completed::NotFound,
-    })
+        // The IN_PROGRESS report is owed (or being made right now).
+        "report" => status.as_deref() == Some("IN_PROGRESS"),
+        // The target calls back before its 202 has reached the worker.
+        "queued" | "retry" => in_flight.set().contains(&c.i_event),
+        _ => false,
+    };
+    if !waiting {
+        return Ok(Completed::NotInProgress(state));
+    }
+    let added = conn
+        .prepare_cached(
+            "INSERT INTO completions (i_event, status, message, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(i_event) DO NOTHING",
+        )
+        .map_err(db_err("complete"))?
+        .execute(params![
+            c.i_event,
+            c.status,
+            c.message,
+            crate::util::now_ms()
+        ])
+        .map_err(db_err("complete"))?;
+    if added == 0 {
+        return Ok(Completed::AlreadyRecorded);
+    }
+    log_attempt(
+        conn,
+        c.i_event,
+        "CALLBACK",
+        &format!(
+            "{detail} (arrived while the event was {state}; applied once IN_PROGRESS is reported)"
+        ),
+    )?;
+    Ok(Completed::Early)
+}
+
+/// A row in the attempts table at the event's current attempt number.
+fn log_attempt(conn: &Connection, i_event: i64, outcome: &str, detail: &str) -> Result<(), Error> {
+    conn.prepare_cached(
+        "INSERT INTO attempts (i_event, attempt, at, outcome, detail)
+         SELECT i_event, attempts, ?2, ?3, ?4 FROM events WHERE i_event = ?1",
+    )
+    .map_err(db_err("log attempt"))?
+    .execute(params![i_event, crate::util::now_ms(), outcome, detail])
+    .map_err(db_err("log attempt"))?;
+    Ok(())
+}
+
+/// After a worker's update: applies or drops a completion that arrived early.
+fn settle_early(conn: &Connection, up: &Update) -> Result<Early, Error> {
+    let waiting: Option<(String, String)> = conn
+        .prepare_cached("SELECT status, message FROM completions WHERE i_event = ?1")
+        .map_err(db_err("read completion"))?
+        .query_row(params![up.i_event], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(db_err("read completion"))?;
+    let Some((status, message)) = waiting else {
+        return Ok(Early::None);
+    };
+    let reporting_in_progress = up.state == "report" && up.status.as_deref() == Some("IN_PROGRESS");
+    if reporting_in_progress {
+        // Kept until the IN_PROGRESS report is made.
+        return Ok(Early::None);
+    }
+    conn.prepare_cached("DELETE FROM completions WHERE i_event = ?1")
+        .map_err(db_err("drop completion"))?
+        .execute(params![up.i_event])
+        .map_err(db_err("drop completion"))?;
+    if up.state == "in_progress" {
+        conn.prepare_cached(
+            "UPDATE events SET state = 'report', status = ?2, message = ?3, next_at = 0,
+                 finished_at = NULL WHERE seq = ?1",
+        )
+        .map_err(db_err("complete"))?
+        .execute(params![up.seq, status, message])
+        .map_err(db_err("complete"))?;
+        log_attempt(
+            conn,
+            up.i_event,
+            "CALLBACK",
+            &format!("{status}: {message} (applied after IN_PROGRESS)"),
+        )?;
+        return Ok(Early::Applied { status });
+    }
+    let outcome = up.status.as_deref().unwrap_or(up.state);
+    log_attempt(
+        conn,
+        up.i_event,
+        "CALLBACK",
+        &format!(
+            "{status} ignored: the delivery ended {outcome}, not accepted with 202, and its result stands"
+        ),
+    )?;
+    Ok(Early::Ignored { status })
 }
 
 fn store_err_again(e: &Error) -> Error {
@@ -533,7 +710,7 @@ fn insert_one(conn: &Connection, ev: &NewEvent, lanes: usize) -> Result<Inserted
     })
 }
 
-fn update_one(conn: &Connection, up: &Update) -> Result<(), Error> {
+fn update_one(conn: &Connection, up: &Update) -> Result<Early, Error> {
     let finished = matches!(up.state, "done" | "failed" | "in_progress");
     let mut stmt = conn
         .prepare_cached(
@@ -561,7 +738,7 @@ fn update_one(conn: &Connection, up: &Update) -> Result<(), Error> {
             .execute(params![up.i_event, up.attempts, now, outcome, detail])
             .map_err(db_err("log attempt"))?;
     }
-    Ok(())
+    settle_early(conn, up)
 }
 
 /// What `espfd events replay` puts back in line.
@@ -749,6 +926,8 @@ impl Reader {
                 params![id, now],
             )
             .map_err(db_err("replay"))?;
+            tx.execute("DELETE FROM completions WHERE i_event = ?1", params![id])
+                .map_err(db_err("replay"))?;
             tx.execute(
                 "INSERT INTO attempts (i_event, attempt, at, outcome, detail)
                  SELECT i_event, attempts, ?2, 'REPLAY', 'queued again by espfd events replay' FROM events WHERE i_event = ?1",

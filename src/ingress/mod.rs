@@ -112,6 +112,16 @@ impl Ingress {
                 self.wakers.wake(lane);
                 Response::text(200, "OK")
             }
+            Ok(Completed::Early) => {
+                log::info!(
+                    "i_event={i_event} completion callback: {status} (recorded; reported once \
+                     IN_PROGRESS is)"
+                );
+                Response::text(200, "OK")
+            }
+            Ok(Completed::AlreadyRecorded) => {
+                Response::text(409, "a completion for this event was already recorded")
+            }
             Ok(Completed::NotFound) => Response::text(404, "no such event"),
             Ok(Completed::NotInProgress(state)) => Response::text(
                 409,

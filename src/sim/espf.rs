@@ -15,6 +15,10 @@
 //! `{"error": "..."}` — the real bodies are undocumented. Checked in that order: route,
 //! method, auth, body.
 //!
+//! [`Sim::set_status_delay`](super::Sim::set_status_delay) and
+//! [`Sim::set_status_down`](super::Sim::set_status_down) slow status reports down or answer
+//! them 503, for rehearsing a slow or absent ESPF API.
+//!
 //! Not here: deleting groups (path undocumented), reading statuses back (tests use
 //! `Sim::statuses`), any effect of a status on PortaBilling.
 
@@ -205,6 +209,13 @@ fn string_field(m: &Map<String, Value>, name: &str) -> Result<Option<String>, Re
 
 /// Validates and records a status report for `i_account`.
 fn report(inner: &Inner, req: &Request, i_account: i64, auth: &str, at_ms: i64) -> Response {
+    let delay = inner.state().status_delay;
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
+    if inner.state().status_down {
+        return error(503, "ESPF API unavailable (simulated)".into());
+    }
     let (m, content_type) = match fields(req) {
         Ok(f) => f,
         Err(resp) => return resp,

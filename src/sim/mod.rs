@@ -202,6 +202,33 @@ struct State {
     invoices: HashMap<i64, Value>,
     dids: Vec<Value>,
     groups: Vec<Group>,
+    /// Added to every ESPF status report before it is answered.
+    status_delay: Duration,
+    /// Status reports are answered 503 while set.
+    status_down: bool,
+    /// Completion callbacks the target makes, by i_event.
+    callbacks: HashMap<i64, Callback>,
+    /// The replies espfd gave to those callbacks: (i_event, HTTP status; 0 for no reply).
+    /// Shared with the threads that make the callbacks after the reply.
+    callback_replies: Arc<Mutex<Vec<(i64, u16)>>>,
+}
+
+/// When the simulated target calls espfd's completion endpoint, relative to its own reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackTiming {
+    /// Before the target's reply is sent: the delivery is still in flight in espfd.
+    BeforeReply,
+    /// As soon as the reply is decided, from another thread, racing its way to espfd.
+    AfterReply,
+}
+
+/// A completion callback the simulated target makes for one event.
+#[derive(Debug, Clone)]
+struct Callback {
+    url: String,
+    token: String,
+    timing: CallbackTiming,
+    body: String,
 }
 
 /// What the request handler shares with the [`Sim`] handle.
@@ -304,6 +331,10 @@ impl Sim {
             invoices: fixtures::invoices(),
             dids: fixtures::dids(),
             groups: espf::groups_from(&cfg.groups),
+            status_delay: Duration::ZERO,
+            status_down: false,
+            callbacks: HashMap::new(),
+            callback_replies: Arc::default(),
         };
         let inner = Arc::new(Inner {
             cfg,
@@ -554,6 +585,50 @@ impl Sim {
             .state()
             .dids
             .retain(|d| d.get("number").and_then(Value::as_str) != Some(number));
+    }
+
+    /// The next target call for `i_event` calls espfd back at
+    /// `<espfd_base>/events/<i_event>/status` with `Bearer <token>` and
+    /// `{"status": status, "message": message}`, at `timing` relative to its reply (which is
+    /// whatever it would be otherwise: script a 202 to make it asynchronous). The reply espfd
+    /// gives is in [`Sim::callback_replies`].
+    pub fn script_callback(
+        &self,
+        i_event: i64,
+        espfd_base: &str,
+        token: &str,
+        timing: CallbackTiming,
+        status: &str,
+        message: &str,
+    ) {
+        let callback = Callback {
+            url: format!(
+                "{}/events/{i_event}/status",
+                espfd_base.trim_end_matches('/')
+            ),
+            token: token.to_string(),
+            timing,
+            body: serde_json::json!({ "status": status, "message": message }).to_string(),
+        };
+        self.inner.state().callbacks.insert(i_event, callback);
+    }
+
+    /// The replies espfd gave to the target's completion callbacks, in the order they came:
+    /// (i_event, HTTP status, 0 when the call failed without a reply).
+    pub fn callback_replies(&self) -> Vec<(i64, u16)> {
+        let replies = self.inner.state().callback_replies.clone();
+        let list = replies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        list
+    }
+
+    /// ESPF status reports take `delay` before they are answered (zero: at once).
+    pub fn set_status_delay(&self, delay: Duration) {
+        self.inner.state().status_delay = delay;
+    }
+
+    /// While `down`, ESPF status reports are answered 503 (and not recorded).
+    pub fn set_status_down(&self, down: bool) {
+        self.inner.state().status_down = down;
     }
 
     /// Changes the fraction of `/rest` calls (not `Session/login`) answered 503.

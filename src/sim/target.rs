@@ -13,14 +13,19 @@
 //!    ([`Sim::script_target`](super::Sim::script_target)), with `Retry-After` when scripted;
 //! 5. otherwise `200 provisioned <i_event>`.
 //!
+//! A completion callback scripted with [`Sim::script_callback`](super::Sim::script_callback)
+//! is made before the reply or right after it is decided, whatever the reply.
+//!
 //! Not here: idempotency (a repeated document is provisioned again, and recorded again — a
-//! test can count them), authentication, asynchronous completion callbacks.
+//! test can count them), authentication.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{int_of, method_not_allowed, push_bounded, roll, Inner, TargetCall};
+use super::{
+    int_of, method_not_allowed, push_bounded, roll, Callback, CallbackTiming, Inner, TargetCall,
+};
 use crate::event::Event;
 use crate::http::{Request, Response};
 use crate::util::now_ms;
@@ -64,12 +69,47 @@ pub(super) fn handle(inner: &Inner, req: &Request, started_ms: i64) -> Response 
         (seq, delay, st.target_failure_rate)
     };
     let resp = decide(inner, doc.as_ref(), i_event, delay, failure_rate);
+    let (callback, replies) = {
+        let mut st = inner.state();
+        let cb = i_event.and_then(|i| Some((i, st.callbacks.remove(&i)?)));
+        (cb, st.callback_replies.clone())
+    };
+    let record = move |i: i64, status: u16| {
+        replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((i, status));
+    };
+    if let Some((i, cb)) = &callback {
+        if cb.timing == CallbackTiming::BeforeReply {
+            record(*i, call_back(cb));
+        }
+    }
     let mut st = inner.state();
     if let Some((_, call)) = st.target_calls.iter_mut().rev().find(|(s, _)| *s == seq) {
         call.finished_ms = now_ms();
         call.status = resp.status;
     }
+    if let Some((i, cb)) = callback.filter(|(_, cb)| cb.timing == CallbackTiming::AfterReply) {
+        std::thread::spawn(move || record(i, call_back(&cb)));
+    }
     resp
+}
+
+/// Makes a completion callback; the HTTP status espfd answered, 0 without a reply.
+fn call_back(cb: &Callback) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    agent
+        .post(&cb.url)
+        .header("Authorization", &format!("Bearer {}", cb.token))
+        .header("Content-Type", "application/json")
+        .send(cb.body.as_str())
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }
 
 /// The reply, after the delays.

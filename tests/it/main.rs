@@ -4,6 +4,7 @@
 
 mod auth;
 mod binary;
+mod callbacks;
 
 mod check;
 mod contrib;

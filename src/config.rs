@@ -127,6 +127,23 @@ fn err(var: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The secret held in the file `path`, named by the variable `file_var`: its content less one
+/// trailing newline (`\n` or `\r\n`). A file that holds nothing else is an error, as an
+/// empty variable would be: an empty password must never become the password.
+pub fn read_secret_file(file_var: &str, path: &str) -> Result<String, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| err(file_var, format!("cannot read {path}: {e}")))?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.trim().is_empty() {
+        return Err(err(
+            file_var,
+            format!("{path} is empty; put the secret in it, or unset {file_var}"),
+        ));
+    }
+    Ok(text.to_string())
+}
+
 /// The variables as found, with `_FILE` secrets already read; nothing validated yet.
 #[derive(Debug, Default, Clone)]
 pub struct RawConfig {
@@ -154,12 +171,7 @@ impl RawConfig {
                         ))
                     }
                     (Some(d), None) => Some(d),
-                    (None, Some(path)) => {
-                        let text = std::fs::read_to_string(&path)
-                            .map_err(|e| err(&file_var, format!("cannot read {path}: {e}")))?;
-                        let text = text.strip_suffix('\n').unwrap_or(&text);
-                        Some(text.strip_suffix('\r').unwrap_or(text).to_string())
-                    }
+                    (None, Some(path)) => Some(read_secret_file(&file_var, &path)?),
                     (None, None) => None,
                 }
             } else {

@@ -421,12 +421,9 @@ fn env_secret(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option
     }
     let file_var = format!("{name}_FILE");
     match env(&file_var) {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| usage(format!("{file_var}: cannot read {path}: {e}")))?;
-            let text = text.strip_suffix('\n').unwrap_or(&text);
-            Ok(Some(text.strip_suffix('\r').unwrap_or(text).to_string()))
-        }
+        Some(path) => crate::config::read_secret_file(&file_var, &path)
+            .map(Some)
+            .map_err(|e| usage(format!("{}: {}", e.var, e.reason))),
         None => Ok(None),
     }
 }

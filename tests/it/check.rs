@@ -216,3 +216,35 @@ fn an_exec_target_is_checked_without_running_it() {
     assert_eq!(code, 1, "{report}");
     assert!(fail_line(&report, "ESPFD_TARGET_EXEC").contains("not an executable command"));
 }
+
+#[test]
+fn an_empty_secret_file_is_a_configuration_error_naming_it() {
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    let state = TempDir::new("check-empty");
+    let empty = state.0.join("empty-secret");
+    std::fs::write(&empty, "\n").unwrap();
+    let empty = empty.display().to_string();
+    // Each of these once let an empty value through: an empty ESPF password accepted, the
+    // callback endpoint open without a token, a valid PortaBilling password overridden.
+    for (var, unset) in [
+        ("ESPFD_AUTH_PASSWORD_FILE", "ESPFD_AUTH_PASSWORD"),
+        ("ESPFD_CALLBACK_TOKEN_FILE", "ESPFD_CALLBACK_TOKEN"),
+        ("ESPFD_PB_TOKEN_FILE", "ESPFD_PB_TOKEN"),
+    ] {
+        let (code, report) = check(&sim, &state, &[(var, &empty), (unset, "")]);
+        assert_eq!(code, 78, "{var}: {report}");
+        let line = fail_line(&report, var);
+        assert!(line.contains("is empty"), "{line}");
+
+        let out = Command::new(BIN)
+            .env_clear()
+            .envs(sim_env(&sim, &state))
+            .env_remove(unset)
+            .env(var, &empty)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{var}: {stderr}");
+        assert!(stderr.contains(var) && stderr.contains("is empty"), "{stderr}");
+    }
+}

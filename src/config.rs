@@ -131,8 +131,8 @@ fn err(var: &str, reason: impl Into<String>) -> ConfigError {
 /// trailing newline (`\n` or `\r\n`). A file that holds nothing else is an error, as an
 /// empty variable would be: an empty password must never become the password.
 pub fn read_secret_file(file_var: &str, path: &str) -> Result<String, ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| err(file_var, format!("cannot read {path}: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(file_var, format!("cannot read {path}: {e}")))?;
     let text = text.strip_suffix('\n').unwrap_or(&text);
     let text = text.strip_suffix('\r').unwrap_or(text);
     if text.trim().is_empty() {

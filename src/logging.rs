@@ -5,6 +5,10 @@
 //! passed to a log macro anywhere in the crate. Subscriber data that reaches a line anyway —
 //! a target quoting the record back in an error reply, say — is hidden here, for every line
 //! whoever wrote it, according to `ESPFD_REDACT` (see `redact.rs`).
+//!
+//! Other crates' lines are let through at info and above only, whatever `RUST_LOG` says:
+//! below that, the HTTP client dumps whole requests and replies (session tokens, subscriber
+//! records) in 16-byte hex lines that no redaction can recognise.
 
 use std::io::Write;
 
@@ -53,7 +57,36 @@ fn install(format: LogFormat, redact: Vec<String>) {
             writeln!(buf, "{line}")
         }),
     };
-    let _ = builder.try_init();
+    let logger = builder.build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(OwnDetail(logger))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// The logger, less other crates' debug and trace lines.
+struct OwnDetail(env_logger::Logger);
+
+impl log::Log for OwnDetail {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        shown(metadata.target(), metadata.level()) && self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if shown(record.target(), record.level()) {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+/// Whether a line of `level` from `target` may be written at all.
+fn shown(target: &str, level: log::Level) -> bool {
+    let own = target == "espfd" || target.starts_with("espfd::");
+    own || level <= log::Level::Info
 }
 
 /// The number after the first `i_event=` in a message.
@@ -66,7 +99,18 @@ fn i_event_of(msg: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::i_event_of;
+    use super::{i_event_of, shown};
+    use log::Level;
+
+    #[test]
+    fn other_crates_stop_at_info() {
+        assert!(shown("espfd::pipeline", Level::Trace));
+        assert!(shown("espfd", Level::Debug));
+        assert!(shown("ureq::unversioned::transport", Level::Info));
+        assert!(!shown("ureq::unversioned::transport", Level::Debug));
+        assert!(!shown("ureq_proto::client", Level::Trace));
+        assert!(!shown("espfdx", Level::Debug));
+    }
 
     #[test]
     fn i_event_is_found_in_the_message() {

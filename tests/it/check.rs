@@ -245,6 +245,9 @@ fn an_empty_secret_file_is_a_configuration_error_naming_it() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{var}: {stderr}");
-        assert!(stderr.contains(var) && stderr.contains("is empty"), "{stderr}");
+        assert!(
+            stderr.contains(var) && stderr.contains("is empty"),
+            "{stderr}"
+        );
     }
 }

@@ -156,3 +156,40 @@ fn redaction_follows_the_setting() {
     assert!(!stderr.contains("subscriber@example.com"), "{stderr}");
     assert!(stderr.contains("Lopez"), "{stderr}");
 }
+
+#[test]
+fn rust_log_trace_writes_no_token_and_no_subscriber_record() {
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    let target = echoing_target();
+    let stderr = run_one_event(&sim, &target, 8804, &[("RUST_LOG", "trace")]);
+    // espfd's own detail is there...
+    assert!(
+        stderr.contains("PortaBilling Account/get_account_info: 200"),
+        "{stderr}"
+    );
+    // ...but nothing a dependency would dump at trace: the session's tokens (every one the
+    // simulator saw in an Authorization header), the login password, the subscriber record.
+    let tokens: Vec<String> = sim
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.header("authorization")?
+                .strip_prefix("Bearer ")
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(!tokens.is_empty(), "espfd used a session");
+    for t in &tokens {
+        assert!(
+            !stderr.contains(t.as_str()),
+            "an access token reached the log"
+        );
+    }
+    let sc = SimConfig::default();
+    for secret in [PASSWORD, sc.password.as_str()] {
+        assert!(!stderr.contains(secret), "a secret reached the log");
+    }
+    for hidden in ["Ana", "Lopez", "subscriber@example.com"] {
+        assert!(!stderr.contains(hidden), "{hidden} reached the log");
+    }
+}

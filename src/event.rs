@@ -63,6 +63,9 @@ impl Event {
             return Err("body is not a JSON object".into());
         };
         let event_type = match top.get("event_type") {
+            Some(Value::String(s)) if s.chars().any(char::is_control) => {
+                return Err(control_char("event_type", s))
+            }
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
             Some(Value::String(_)) => return Err("event_type is empty".into()),
             Some(_) => return Err("event_type is not a string".into()),
@@ -116,6 +119,15 @@ pub fn id_of(v: &Value) -> Option<i64> {
     }
 }
 
+/// The reason for refusing a value with a control character: which one, and where.
+fn control_char(what: &str, value: &str) -> String {
+    let c = value.chars().find(|c| c.is_control()).unwrap_or('\0');
+    format!(
+        "{what} contains the control character U+{:04X}; ids and event types cannot",
+        c as u32
+    )
+}
+
 fn entity_of(event_type: &str, vars: &Map<String, Value>) -> Result<Option<EntityRef>, String> {
     let group = event_type.split('/').next().unwrap_or("");
     let by_group = match group {
@@ -135,6 +147,9 @@ fn entity_of(event_type: &str, vars: &Map<String, Value>) -> Result<Option<Entit
         let Some(v) = vars.get(var) else { continue };
         let id = if kind == EntityKind::Did {
             match v {
+                Value::String(s) if s.chars().any(char::is_control) => {
+                    return Err(control_char(&format!("variables.{var}"), s))
+                }
                 Value::String(s) if !s.trim().is_empty() && s.len() <= 64 => s.trim().to_string(),
                 Value::Number(n) if n.is_u64() => n.to_string(),
                 _ => return Err(format!("variables.{var} is not a phone number")),
@@ -198,6 +213,9 @@ mod tests {
             (br#"{"event_type":"X/Y","variables":{"i_event":-1}}"#, "i_event is not"),
             (br#"{"event_type":"X/Y","variables":{"i_event":1.5}}"#, "i_event is not"),
             (br#"{"event_type":"Subscriber/Created","variables":{"i_event":1,"i_account":{}}}"#, "i_account is not"),
+            (br#"{"event_type":"Subscriber/Updated\u0000","variables":{"i_event":1}}"#, "event_type contains the control character U+0000"),
+            (br#"{"event_type":"X\nINFO forged","variables":{"i_event":1}}"#, "U+000A"),
+            (br#"{"event_type":"DID/Updated","variables":{"i_event":1,"number":"1206\u001b[2J"}}"#, "variables.number contains the control character U+001B"),
         ];
         for (body, want) in cases {
             let err = Event::parse(body).unwrap_err();

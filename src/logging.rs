@@ -6,6 +6,9 @@
 //! a target quoting the record back in an error reply, say — is hidden here, for every line
 //! whoever wrote it, according to `ESPFD_REDACT` (see `redact.rs`).
 //!
+//! Text lines escape control characters ([`printable`]): a newline in an event's data cannot
+//! start a forged line. JSON lines are escaped by JSON itself.
+//!
 //! Other crates' lines are let through at info and above only, whatever `RUST_LOG` says:
 //! below that, the HTTP client dumps whole requests and replies (session tokens, subscriber
 //! records) in 16-byte hex lines that no redaction can recognise.
@@ -13,7 +16,7 @@
 use std::io::Write;
 
 use crate::config::{Config, LogFormat};
-use crate::redact::redact_text;
+use crate::redact::{printable, redact_text};
 use crate::util::{format_rfc3339, now_ms};
 
 /// Installs the logger once, without redaction; later calls do nothing. `RUST_LOG` sets the
@@ -39,7 +42,7 @@ fn install(format: LogFormat, redact: Vec<String>) {
                 format_rfc3339(now_ms()),
                 record.level(),
                 record.target(),
-                redact_text(&msg, &redact)
+                printable(&redact_text(&msg, &redact))
             )
         }),
         LogFormat::Json => builder.format(move |buf, record| {

@@ -13,7 +13,11 @@
 //! not be provisioned") is not recognised. Secrets are a different matter: they are never
 //! passed to a log macro at all.
 //!
-//! Not here: which fields PortaBilling returns (spec/portabilling-api.md §5).
+//! [`printable`] escapes control characters, so that data from an event or a target's reply
+//! cannot forge a log line (a newline) or drive the terminal (ESC, BEL) of whoever reads the
+//! log or `espfd events` output.
+//!
+//! Not here: which fields PortaBilling returns.
 
 use std::borrow::Cow;
 
@@ -27,6 +31,26 @@ pub const MASK: &str = "***";
 /// identifiers IMSI, MSISDN and ICCID.
 pub const DEFAULT_FIELDS: &str = "firstname,midinit,lastname,companyname,email,phone1,phone2,\
 faxnum,cont1,cont2,baddr1,baddr2,baddr3,baddr4,baddr5,city,zip,imsi,msisdn,iccid";
+
+/// `text` with every control character (newline, carriage return, tab, ESC, BEL, NUL, DEL,
+/// C1) written as an escape: `\n`, `\r`, `\t`, else `\u{1b}`; text without any is returned
+/// as it is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Parses an `ESPFD_REDACT` value: comma-separated field names, or `none`. Names are
 /// lower-cased; empty items are ignored.
@@ -204,6 +228,15 @@ fn closing_quote(b: &[u8], from: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert!(matches!(super::printable("plain text"), Cow::Borrowed(_)));
+        assert_eq!(
+            super::printable("a\nb\r\tc\u{1b}[2J\u{7}\u{0}\u{7f}\u{9b}é"),
+            "a\\nb\\r\\tc\\u{1b}[2J\\u{7}\\u{0}\\u{7f}\\u{9b}é"
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

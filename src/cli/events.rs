@@ -4,11 +4,14 @@
 //! the few writes of `replay` wait for the service's writer). Only `ESPFD_STATE_DIR` (or
 //! `--state-dir`) is needed, not the whole configuration.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::find_var;
 use crate::error::Error;
+use crate::redact::printable;
 use crate::store::{Reader, Replay, Row};
 use crate::util::format_rfc3339;
 
@@ -103,13 +106,37 @@ fn open(a: &Args) -> Result<Reader, Error> {
     Reader::open(&path)
 }
 
-/// Runs `espfd events <args>`.
+/// Runs `espfd events <args>`. The output is written once at the end; a reader that goes
+/// away early (`espfd events show 7 | head -3`) ends the output quietly.
 pub fn run(args: &[String]) -> Result<ExitCode, Error> {
+    let mut out = String::new();
+    let result = run_into(args, &mut out);
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(Error::io("cannot write to standard output", e))
+        }
+        _ => {}
+    }
+    result
+}
+
+/// Writes one line of output.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+fn run_into(args: &[String], out: &mut String) -> Result<ExitCode, Error> {
     if args
         .iter()
         .any(|a| a == "-h" || a == "--help" || a == "help")
     {
-        print!("{USAGE}");
+        out.push_str(USAGE);
         return Ok(ExitCode::SUCCESS);
     }
     let Some((sub, rest)) = args.split_first() else {
@@ -124,21 +151,32 @@ pub fn run(args: &[String]) -> Result<ExitCode, Error> {
                 a.state.clone()
             };
             let rows = open(&a)?.list(state.as_deref(), a.account, a.limit)?;
-            println!(
+            say!(
+                out,
                 "{:<12} {:<11} {:<11} {:>4}  {:<24} {:<24} {:<22} message",
-                "i_event", "state", "status", "try", "received", "entity", "event_type"
+                "i_event",
+                "state",
+                "status",
+                "try",
+                "received",
+                "entity",
+                "event_type"
             );
             for r in &rows {
-                println!(
+                say!(
+                    out,
                     "{:<12} {:<11} {:<11} {:>4}  {:<24} {:<24} {:<22} {}",
                     r.i_event,
                     r.state,
                     r.status.as_deref().unwrap_or("-"),
                     r.attempts,
                     format_rfc3339(r.received_at),
-                    r.entity,
-                    r.event_type,
-                    crate::util::truncate_chars(r.message.as_deref().unwrap_or(""), 80)
+                    printable(&r.entity),
+                    printable(&r.event_type),
+                    printable(crate::util::truncate_chars(
+                        r.message.as_deref().unwrap_or(""),
+                        80
+                    ))
                 );
             }
             eprintln!("{} event(s)", rows.len());
@@ -164,11 +202,12 @@ pub fn run(args: &[String]) -> Result<ExitCode, Error> {
                 .unwrap_or_else(|| crate::redact::DEFAULT_FIELDS.to_string());
             let fields = crate::redact::parse_fields(&setting)
                 .map_err(|e| Error::Usage(format!("ESPFD_REDACT: {e}")))?;
-            print_row(&row, &fields);
-            println!("attempts:");
+            print_row(out, &row, &fields);
+            say!(out, "attempts:");
             for (n, at, outcome, detail) in reader.attempts(i_event)? {
                 let detail = crate::redact::redact_text(&detail, &fields);
-                println!("  #{n} {} {outcome}: {detail}", format_rfc3339(at));
+                let detail = printable(&detail);
+                say!(out, "  #{n} {} {outcome}: {detail}", format_rfc3339(at));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -206,7 +245,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, Error> {
             }
             let ids = reader.replay(which)?;
             for id in &ids {
-                println!("queued again: i_event {id}");
+                say!(out, "queued again: i_event {id}");
             }
             eprintln!(
                 "{} event(s) queued again; a running espfd picks them up within a second",
@@ -220,30 +259,34 @@ pub fn run(args: &[String]) -> Result<ExitCode, Error> {
     }
 }
 
-fn print_row(r: &Row, redact: &[String]) {
-    println!("i_event:      {}", r.i_event);
-    println!("event_type:   {}", r.event_type);
-    println!("entity:       {}", r.entity);
-    println!("state:        {}", r.state);
-    println!("status:       {}", r.status.as_deref().unwrap_or("-"));
-    println!(
+fn print_row(out: &mut String, r: &Row, redact: &[String]) {
+    say!(out, "i_event:      {}", r.i_event);
+    say!(out, "event_type:   {}", printable(&r.event_type));
+    say!(out, "entity:       {}", printable(&r.entity));
+    say!(out, "state:        {}", r.state);
+    say!(out, "status:       {}", r.status.as_deref().unwrap_or("-"));
+    say!(
+        out,
         "message:      {}",
-        crate::redact::redact_text(r.message.as_deref().unwrap_or(""), redact)
+        printable(&crate::redact::redact_text(
+            r.message.as_deref().unwrap_or(""),
+            redact
+        ))
     );
-    println!("attempts:     {}", r.attempts);
-    println!("received_at:  {}", format_rfc3339(r.received_at));
+    say!(out, "attempts:     {}", r.attempts);
+    say!(out, "received_at:  {}", format_rfc3339(r.received_at));
     if matches!(r.state.as_str(), "retry" | "report" | "in_progress") {
-        println!("next_at:      {}", format_rfc3339(r.next_at));
+        say!(out, "next_at:      {}", format_rfc3339(r.next_at));
     }
     if let Some(t) = r.finished_at {
-        println!("finished_at:  {}", format_rfc3339(t));
+        say!(out, "finished_at:  {}", format_rfc3339(t));
     }
     if let Some(t) = r.replayed_at {
-        println!("replayed_at:  {}", format_rfc3339(t));
+        say!(out, "replayed_at:  {}", format_rfc3339(t));
     }
     let body = match serde_json::from_str::<serde_json::Value>(&r.body) {
         Ok(v) => crate::redact::redact_json(&v, redact).to_string(),
         Err(_) => crate::redact::redact_text(&r.body, redact).into_owned(),
     };
-    println!("body:         {body}");
+    say!(out, "body:         {}", printable(&body));
 }

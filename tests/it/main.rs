@@ -8,6 +8,7 @@ mod callbacks;
 
 mod check;
 mod contrib;
+mod control_chars;
 mod failures;
 mod flow;
 mod harness;

@@ -4,17 +4,21 @@
 //! reply codes of ESPF's POSTs to the events path, and hands everything else to the ingress
 //! unchanged (`/healthz`, the events path, 404s).
 //!
-//! `/readyz` is 200 only when both hold:
+//! `/readyz` is 200 only when all hold:
 //! - the store is writable: a read connection takes SQLite's write lock and gives it back
 //!   (`BEGIN IMMEDIATE; ROLLBACK`), waiting at most [`STORE_WAIT`] for a write in progress;
-//! - PortaBilling answered (a result or a fault, any call) within [`PB_FRESH`].
+//! - the state directory's disk takes a real write and has room ([`Store::check_disk`]);
+//! - PortaBilling has answered since the start, its last call did not fail without an answer
+//!   (refused, timed out, an HTTP error without a fault), and a probe sent to it has not been
+//!   waiting for more than [`PROBE_PATIENCE`].
 //!
-//! An idle espfd makes no PortaBilling calls, so when the last answer is older than that (or
-//! there has been none since the start) `/readyz` starts a probe in the background — a
-//! `Session/ping`, which logs in first when there is no session — at most once per
-//! [`PROBE_EVERY`], and answers 503 until an answer arrives. A probe never makes the request
-//! wait. So right after the start the first `/readyz` is 503 "PortaBilling has not answered
-//! yet" and a later one 200, once PortaBilling has answered the probe.
+//! An idle espfd makes no PortaBilling calls, so when the last answer is older than
+//! [`PB_FRESH`] (or there has been none since the start) `/readyz` starts a probe in the
+//! background — a `Session/ping`, which logs in first when there is no session — at most once
+//! per [`PROBE_EVERY`]. A probe never makes the request wait. So `/readyz` follows
+//! PortaBilling within [`PB_FRESH`] plus [`PROBE_PATIENCE`] even when no event comes; right
+//! after the start it is 503 "PortaBilling has not answered yet" until the first probe is
+//! answered.
 //!
 //! Neither endpoint needs credentials and neither shows a secret or subscriber data.
 
@@ -30,10 +34,12 @@ use crate::portabilling::PbClient;
 use crate::store::{Reader, Store};
 use crate::util::now_ms;
 
-/// How recent PortaBilling's last answer must be for `/readyz`.
-pub const PB_FRESH: Duration = Duration::from_secs(300);
+/// Age of PortaBilling's last answer past which `/readyz` probes it.
+pub const PB_FRESH: Duration = Duration::from_secs(20);
 /// Least time between two readiness probes of PortaBilling.
-pub const PROBE_EVERY: Duration = Duration::from_secs(30);
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// How long a probe may go unanswered before `/readyz` says PortaBilling does not answer.
+pub const PROBE_PATIENCE: Duration = Duration::from_secs(10);
 /// Longest wait for the store's write lock in `/readyz`.
 pub const STORE_WAIT: Duration = Duration::from_secs(2);
 
@@ -123,21 +129,36 @@ impl Monitor {
         if let Err(e) = self.with_reader(|r| r.check_writable(STORE_WAIT)) {
             return Some(format!("event store not writable: {e}"));
         }
-        let now = now_ms();
-        let fresh_ms = PB_FRESH.as_millis() as i64;
-        match self.pb.last_answer_ms() {
-            Some(t) if now - t <= fresh_ms => None,
-            last => {
-                self.start_probe(now);
-                Some(match last {
-                    None => "PortaBilling has not answered yet (a probe is on its way)".into(),
-                    Some(t) => format!(
-                        "PortaBilling last answered {} s ago (a probe is on its way)",
-                        (now - t) / 1000
-                    ),
-                })
-            }
+        if let Err(e) = self.store.check_disk() {
+            return Some(format!("event store not writable: {e}"));
         }
+        let now = now_ms();
+        if let Some((since, why)) = self.pb.unreachable() {
+            self.start_probe(now);
+            return Some(format!(
+                "PortaBilling has not answered for {} s: {why}",
+                (now - since).max(0) / 1000
+            ));
+        }
+        let Some(last) = self.pb.last_answer_ms() else {
+            self.start_probe(now);
+            return Some("PortaBilling has not answered yet (a probe is on its way)".into());
+        };
+        if now - last > PB_FRESH.as_millis() as i64 {
+            self.start_probe(now);
+        }
+        let probe_started = self.probe.last_started_ms.load(Ordering::Relaxed);
+        let waited = now - probe_started;
+        if self.probe.running.load(Ordering::Acquire)
+            && probe_started > last
+            && waited > PROBE_PATIENCE.as_millis() as i64
+        {
+            return Some(format!(
+                "PortaBilling has not answered a probe for {} s",
+                waited / 1000
+            ));
+        }
+        None
     }
 
     /// Starts a `Session/ping` in the background unless one runs or one started recently.

@@ -89,6 +89,9 @@ pub struct PbClient {
     refused: Mutex<Option<Refusal>>,
     /// Unix ms of PortaBilling's last answer (a result or a fault); 0 before the first.
     answered_at: AtomicI64,
+    /// Since when (unix ms) and why calls have failed without an answer from PortaBilling
+    /// (connection refused, timeout, HTTP error without a fault); `None` after an answer.
+    unreachable: Mutex<Option<(i64, String)>>,
 }
 
 /// The last refused login, and until when no new attempt is made.
@@ -128,6 +131,7 @@ impl PbClient {
             logins: AtomicU64::new(0),
             refused: Mutex::new(None),
             answered_at: AtomicI64::new(0),
+            unreachable: Mutex::new(None),
         })
     }
 
@@ -140,6 +144,13 @@ impl PbClient {
     /// first answer. `/readyz` reads it.
     pub fn last_answer_ms(&self) -> Option<i64> {
         Some(self.answered_at.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+
+    /// Since when (unix ms) and why PortaBilling has not answered, counted from the first
+    /// call that failed without an answer after the last one that had one; `None` while it
+    /// answers. `/readyz` reads it.
+    pub fn unreachable(&self) -> Option<(i64, String)> {
+        lock(&self.unreachable).clone()
     }
 
     /// The login name (for basic auth to ESPF).
@@ -287,6 +298,26 @@ impl PbClient {
     }
 
     fn post(
+        &self,
+        service: &str,
+        method: &str,
+        body: &Value,
+        bearer: Option<&str>,
+    ) -> Result<Value, PbError> {
+        let result = self.post_once(service, method, body, bearer);
+        let mut unreachable = lock(&self.unreachable);
+        match &result {
+            Err(PbError::Transport(why)) => {
+                if unreachable.is_none() {
+                    *unreachable = Some((now_ms(), why.clone()));
+                }
+            }
+            _ => *unreachable = None,
+        }
+        result
+    }
+
+    fn post_once(
         &self,
         service: &str,
         method: &str,

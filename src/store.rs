@@ -39,6 +39,24 @@ pub const PURGE_BATCH: usize = 5_000;
 /// Depth of the write queue; beyond it inserts are refused (503) instead of waiting.
 const QUEUE_DEPTH: usize = 8192;
 
+/// The file in the state directory that `/readyz` rewrites to see the disk take a write.
+pub const PROBE_FILE: &str = "readyz.probe";
+/// Least free space on the state directory's filesystem for `/readyz` to say ready.
+pub const MIN_FREE: u64 = 4 * 1024 * 1024;
+
+/// Bytes available to this (unprivileged) user on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
 /// States that still need a worker.
 const OPEN_STATES: &str = "('queued','retry','report')";
 
@@ -304,6 +322,37 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the state directory's disk takes a write now: [`PROBE_FILE`] beside the
+    /// database is rewritten and fsync'd (a read-only or failing filesystem says no), and the
+    /// filesystem must have at least [`MIN_FREE`] bytes free for espfd's user (on a full disk
+    /// a rewrite reuses its own blocks and succeeds, while new events cannot be stored).
+    pub fn check_disk(&self) -> Result<(), Error> {
+        use std::io::Write;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let probe = dir.join(PROBE_FILE);
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&probe)?;
+            f.write_all(&crate::util::now_ms().to_le_bytes().repeat(64))?;
+            f.sync_all()
+        };
+        write().map_err(|e| Error::io(format!("cannot write {}", probe.display()), e))?;
+        let free = free_bytes(dir).map_err(|e| {
+            Error::io(
+                format!("cannot read the free space of {}", dir.display()),
+                e,
+            )
+        })?;
+        if free < MIN_FREE {
+            return Err(Error::Other(format!(
+                "{} has {} KiB free, less than the {} KiB espfd keeps in reserve",
+                dir.display(),
+                free / 1024,
+                MIN_FREE / 1024
+            )));
+        }
+        Ok(())
     }
 
     /// Stores an event durably, or finds it is a repeat. Never waits for queue space: a full

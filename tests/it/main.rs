@@ -16,6 +16,7 @@ mod ingress;
 mod limits;
 mod logs;
 mod metrics;
+mod readiness;
 mod robustness;
 
 mod send;

@@ -12,6 +12,10 @@ pub enum Error {
     Config(ConfigError),
     /// The event store (SQLite) failed; says which operation.
     Store { op: &'static str, detail: String },
+    /// The store file is damaged (SQLite's quick check failed, or it is not a database):
+    /// espfd does not start on it. A person must recover it (README, "Recovering a damaged
+    /// store"), so the exit code is the one supervisors do not restart (78).
+    Corrupt { path: String, detail: String },
     /// The store's write queue is full; the caller should answer 503 and let ESPF retry.
     Overloaded,
     /// The store has been shut down.
@@ -39,6 +43,12 @@ impl fmt::Display for Error {
         match self {
             Error::Config(e) => write!(f, "configuration: {e}"),
             Error::Store { op, detail } => write!(f, "event store: {op}: {detail}"),
+            Error::Corrupt { path, detail } => write!(
+                f,
+                "event store {path} is damaged ({detail}); espfd does not start on it. Stop \
+                 espfd, keep the file, and recover it as the README says (Recovering a damaged \
+                 store)"
+            ),
             Error::Overloaded => f.write_str("event store: write queue full"),
             Error::Closed => f.write_str("event store: shut down"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),

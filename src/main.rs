@@ -15,7 +15,7 @@ fn main() -> ExitCode {
             eprintln!("espfd: {e}");
             match e {
                 Error::Usage(_) => ExitCode::from(64),
-                Error::Config(_) => ExitCode::from(78),
+                Error::Config(_) | Error::Corrupt { .. } => ExitCode::from(78),
                 _ => ExitCode::FAILURE,
             }
         }

@@ -293,6 +293,7 @@ impl Store {
         })?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(db_err("open"))?;
+        quick_check(&conn, &path)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err("enable WAL"))?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -418,6 +419,34 @@ impl Store {
     pub fn reader(&self) -> Result<Reader, Error> {
         Reader::open(&self.path)
     }
+}
+
+/// SQLite's quick check of the whole file (`PRAGMA quick_check`: every page and index entry
+/// read, without the slower cross-checks of `integrity_check`), so that espfd never starts
+/// on a damaged store and loses or repeats events without a word.
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), Error> {
+    let corrupt = |detail: String| Error::Corrupt {
+        path: path.display().to_string(),
+        detail,
+    };
+    let found: Vec<String> = conn
+        .prepare("PRAGMA quick_check(5)")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase)
+            | Some(rusqlite::ErrorCode::DatabaseCorrupt) => corrupt(e.to_string()),
+            _ => Error::Store {
+                op: "check",
+                detail: format!("{}: {e}", path.display()),
+            },
+        })?;
+    if found.len() == 1 && found[0] == "ok" {
+        return Ok(());
+    }
+    Err(corrupt(format!("SQLite quick_check: {}", found.join("; "))))
 }
 
 fn relane(conn: &Connection, lanes: usize) -> Result<(), Error> {

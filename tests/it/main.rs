@@ -9,6 +9,7 @@ mod callbacks;
 mod check;
 mod contrib;
 mod control_chars;
+mod damaged_store;
 mod failures;
 mod flow;
 mod harness;

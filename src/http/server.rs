@@ -13,6 +13,7 @@ use super::parse::{parse_request, Parsed};
 use super::tls::{self, Tls, Transport};
 use super::{reason, Request, Response};
 use crate::config::Limits;
+use crate::util::Throttled;
 
 /// Stack of a connection thread: parsing and handling need little, and many may exist.
 const CONNECTION_STACK: usize = 256 * 1024;
@@ -242,34 +243,6 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 }
             }
         }
-    }
-}
-
-/// A warning logged at most once a second, saying how many were left out meanwhile; a flood
-/// of refused connections must not become a flood of log lines.
-#[derive(Default)]
-struct Throttled {
-    last: Option<Instant>,
-    skipped: u64,
-}
-
-impl Throttled {
-    fn warn(&mut self, log: impl FnOnce(&str)) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            self.skipped += 1;
-            return;
-        }
-        let more = match self.skipped {
-            0 => String::new(),
-            n => format!(" ({n} more like it not logged)"),
-        };
-        log(&more);
-        self.last = Some(now);
-        self.skipped = 0;
     }
 }
 

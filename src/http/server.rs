@@ -9,7 +9,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::allow::AllowList;
-use super::parse::{parse_request, Parsed};
+use super::parse::{parse_request, request_head, Parsed};
 use super::tls::{self, Tls, Transport};
 use super::{reason, Request, Response};
 use crate::config::Limits;
@@ -27,6 +27,16 @@ const LINGER_TIME: Duration = Duration::from_secs(1);
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request.
     fn handle(&self, req: Request) -> Response;
+
+    /// Looks at a request's head before the client is asked for the body: called when a
+    /// request with `Expect: 100-continue` has its head complete and its body still to come.
+    /// `head` has an empty body. A reply returned here is sent instead of `100 Continue`
+    /// (the body is never asked for, and the connection is closed after the reply); `None`
+    /// lets the request go on. The default lets every request go on.
+    fn precheck(&self, head: &Request) -> Option<Response> {
+        let _ = head;
+        None
+    }
 }
 
 impl<F> Handler for F
@@ -274,6 +284,8 @@ enum ReadError {
     Gone,
     /// Reply with this status and close.
     Reply(u16, &'static str),
+    /// The handler's pre-check refused the request from its head: send this and close.
+    Refused(Response),
 }
 
 fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, shared: &Shared) {
@@ -285,18 +297,16 @@ fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, shared: &Shar
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
-        let req = match read_request(&mut stream, &mut buf, peer, limits) {
+        let req = match read_request(&mut stream, &mut buf, peer, shared) {
             Ok(req) => req,
             Err(ReadError::Gone) => break,
+            Err(ReadError::Refused(resp)) => return reply_and_close(stream, &resp),
             Err(ReadError::Reply(status, why)) => {
-                let resp = Response::text(status, why).closing();
-                if write_response(&mut stream, &resp, false, false).is_ok() {
-                    linger(stream);
-                }
-                return;
+                return reply_and_close(stream, &Response::text(status, why))
             }
         };
         let keep_alive = req.keep_alive;
+        let http10 = req.version == 0;
         let head_only = req.method == "HEAD";
         let handler = shared.handler.clone();
         let resp =
@@ -309,7 +319,7 @@ fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, shared: &Shar
             && !resp.close
             && served < limits.max_requests_per_connection
             && !shared.stop.load(Ordering::SeqCst);
-        if write_response(&mut stream, &resp, keep, head_only).is_err() {
+        if write_response(&mut stream, &resp, keep, http10, head_only).is_err() {
             return;
         }
         if !keep {
@@ -317,6 +327,13 @@ fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, shared: &Shar
         }
     }
     stream.close();
+}
+
+/// Sends a reply that ends the connection (an error, a refusal) and closes it.
+fn reply_and_close<S: Transport>(mut stream: S, resp: &Response) {
+    if write_response(&mut stream, resp, false, false, false).is_ok() {
+        linger(stream);
+    }
 }
 
 /// Closes after an error reply without losing the reply: stop sending, then read and discard
@@ -348,8 +365,9 @@ fn read_request<S: Transport>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     peer: SocketAddr,
-    limits: &Limits,
+    shared: &Shared,
 ) -> Result<Request, ReadError> {
+    let limits = &shared.limits;
     // Wait for the first byte under the idle timeout, then the whole request under the read
     // timeout: a client that trickles bytes holds its slot for at most that long.
     let mut deadline: Option<Instant> = if buf.is_empty() {
@@ -358,7 +376,8 @@ fn read_request<S: Transport>(
         Some(Instant::now() + limits.read_timeout)
     };
     let mut needed = 1;
-    let mut continued = false;
+    // Whether the complete head has been looked at for `Expect: 100-continue`.
+    let mut head_seen = false;
     loop {
         if buf.len() >= needed {
             match parse_request(buf, peer, limits) {
@@ -369,11 +388,25 @@ fn read_request<S: Transport>(
                 Ok(Parsed::Incomplete { needed: n }) => {
                     needed = n;
                     // The head is complete and the body is still to come: a client that
-                    // asked for `Expect: 100-continue` waits for this before sending it.
-                    if !continued && n > buf.len() + 1 && expects_continue(buf) {
-                        continued = true;
-                        if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
-                            return Err(ReadError::Gone);
+                    // asked for `Expect: 100-continue` waits for an answer before sending
+                    // it. The handler sees the head first, so that a request it would refuse
+                    // (bad credentials) is answered at once instead of being invited to send
+                    // its body. An HTTP/1.0 client's expectation is ignored (RFC 9110, 10.1.1).
+                    if !head_seen {
+                        if let Some(head) = request_head(buf, peer, limits) {
+                            head_seen = true;
+                            let expects = head.version > 0
+                                && head
+                                    .header("expect")
+                                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+                            if expects {
+                                if let Some(resp) = precheck(shared, &head) {
+                                    return Err(ReadError::Refused(resp));
+                                }
+                                if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                                    return Err(ReadError::Gone);
+                                }
+                            }
                         }
                     }
                 }
@@ -388,17 +421,11 @@ fn read_request<S: Transport>(
     }
 }
 
-/// Whether the (complete) head at the start of `buf` carries `Expect: 100-continue`.
-fn expects_continue(buf: &[u8]) -> bool {
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(buf.len());
-    buf[..end].split(|&b| b == b'\n').any(|line| {
-        let line = String::from_utf8_lossy(line).to_ascii_lowercase();
-        line.strip_prefix("expect:")
-            .is_some_and(|v| v.trim() == "100-continue")
-    })
+/// The handler's pre-check of a head; a panic in it is a 500.
+fn precheck(shared: &Shared, head: &Request) -> Option<Response> {
+    let handler = shared.handler.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.precheck(head)))
+        .unwrap_or_else(|_| Some(Response::text(500, "internal error")))
 }
 
 /// Reads what is available into `buf`. `deadline` None means "waiting for a new request".
@@ -442,11 +469,13 @@ fn read_some<S: Transport>(
 }
 
 /// Writes a reply in one write. A reply to HEAD carries the headers of the GET reply
-/// (`Content-Length` included) but no body.
+/// (`Content-Length` included) but no body. An HTTP/1.0 client, whose connections close by
+/// default, is told `Connection: keep-alive` when its connection stays open.
 fn write_response<S: Transport>(
     stream: &mut S,
     resp: &Response,
     keep_alive: bool,
+    http10: bool,
     head_only: bool,
 ) -> io::Result<()> {
     let mut out = Vec::with_capacity(128 + resp.body.len());
@@ -461,6 +490,8 @@ fn write_response<S: Transport>(
     let _ = write!(out, "Content-Length: {}\r\n", resp.body.len());
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
     if !head_only {

@@ -10,6 +10,7 @@
 mod allow;
 mod parse;
 mod server;
+mod slots;
 mod tls;
 
 pub use allow::AllowList;

@@ -8,6 +8,7 @@ mod binary;
 mod check;
 mod contrib;
 mod failures;
+mod flood;
 mod flow;
 mod harness;
 mod ingress;

@@ -84,7 +84,9 @@ pub const VARS: &[Var] = &[
     var("ESPFD_RETRY_INITIAL", Some("2s"), "delay before the first retry; each further retry waits twice as long (with jitter)"),
     var("ESPFD_RETRY_MAX_DELAY", Some("10m"), "longest delay between two retries"),
     var("ESPFD_SHUTDOWN_GRACE", Some("10s"), "on SIGTERM/SIGINT, time allowed for work in flight before it is left in the store for the next start"),
-    var("ESPFD_MAX_CONNECTIONS", Some("256"), "most simultaneous inbound connections; beyond it new ones get 503"),
+    var("ESPFD_MAX_CONNECTIONS", Some("256"), "most simultaneous inbound connections; at it, the oldest idle one is closed to make room, else new ones get 503"),
+    var("ESPFD_MAX_CONNECTIONS_PER_ADDR", Some("64"), "most simultaneous inbound connections from one client address (same rule at it); behind a proxy set it to ESPFD_MAX_CONNECTIONS"),
+    var("ESPFD_FIRST_BYTE_TIMEOUT", Some("5s"), "time a new connection has to send its first byte (HTTPS: to start the handshake, then its first request); at most ESPFD_IDLE_TIMEOUT"),
     var("ESPFD_MAX_BODY", Some("65536"), "largest accepted request body in bytes; larger gets 413"),
     var("ESPFD_MAX_HEADER", Some("8192"), "largest accepted request head (request line + headers) in bytes; larger gets 431"),
     var("ESPFD_MAX_HEADERS", Some("64"), "most header lines in one request; more gets 431"),
@@ -450,6 +452,12 @@ impl RawConfig {
             retry_max_delay: self.duration("ESPFD_RETRY_MAX_DELAY")?,
             limits: Limits {
                 max_connections: self.number("ESPFD_MAX_CONNECTIONS", 1, 100_000)? as usize,
+                max_connections_per_addr: self.number(
+                    "ESPFD_MAX_CONNECTIONS_PER_ADDR",
+                    1,
+                    100_000,
+                )? as usize,
+                first_byte_timeout: self.duration("ESPFD_FIRST_BYTE_TIMEOUT")?,
                 max_body: self.number("ESPFD_MAX_BODY", 256, 64 << 20)? as usize,
                 max_header: self.number("ESPFD_MAX_HEADER", 512, 1 << 20)? as usize,
                 max_headers: self.number("ESPFD_MAX_HEADERS", 4, 1000)? as usize,
@@ -574,6 +582,13 @@ pub enum LogFormat {
 pub struct Limits {
     /// Most simultaneous connections. Defaults to 256.
     pub max_connections: usize,
+    /// Most simultaneous connections from one IP address (never more than
+    /// `max_connections`). Defaults to 64.
+    pub max_connections_per_addr: usize,
+    /// Time a new connection has to send its first byte (over TLS: the first byte of the
+    /// handshake, then the first byte of its first request), at most `idle_timeout`.
+    /// Defaults to 5 s.
+    pub first_byte_timeout: Duration,
     /// Largest request body. Defaults to 64 KiB.
     pub max_body: usize,
     /// Largest request head. Defaults to 8 KiB.
@@ -596,6 +611,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 256,
+            max_connections_per_addr: 64,
+            first_byte_timeout: Duration::from_secs(5),
             max_body: 64 * 1024,
             max_header: 8192,
             max_headers: 64,
@@ -707,6 +724,8 @@ mod tests {
         assert_eq!(c.limits.max_headers, 64);
         assert_eq!(c.limits.max_requests_per_connection, 10_000);
         assert_eq!(c.limits.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.max_connections_per_addr, 64);
+        assert_eq!(c.limits.first_byte_timeout, Duration::from_secs(5));
         assert_eq!(c.tls, None);
         assert!(c.allow_from.allows_everyone());
     }
@@ -752,6 +771,8 @@ mod tests {
             ("ESPFD_MAX_HEADERS", "0"),
             ("ESPFD_MAX_REQUESTS_PER_CONNECTION", "0"),
             ("ESPFD_TLS_HANDSHAKE_TIMEOUT", "never"),
+            ("ESPFD_MAX_CONNECTIONS_PER_ADDR", "0"),
+            ("ESPFD_FIRST_BYTE_TIMEOUT", "0"),
             ("ESPFD_REDACT", "first name"),
         ] {
             let mut m = base();

@@ -28,6 +28,9 @@ pub const NAMES: &[&str] = &[
     "espfd_portabilling_last_answer_age_seconds",
     "espfd_logins_total",
     "espfd_call_duration_seconds",
+    "espfd_auth_failures_total",
+    "espfd_connections_refused_total",
+    "espfd_connections_closed_total",
 ];
 
 /// Reply codes shown even while zero, so that dashboards and alerts find the series.
@@ -62,6 +65,76 @@ impl Call {
 
     fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// Where credentials were presented and found wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthEndpoint {
+    /// ESPF's POST to the events path.
+    Events,
+    /// A target's completion callback, `POST /events/<i_event>/status`.
+    Callback,
+}
+
+impl AuthEndpoint {
+    const ALL: [AuthEndpoint; 2] = [AuthEndpoint::Events, AuthEndpoint::Callback];
+
+    fn label(self) -> &'static str {
+        match self {
+            AuthEndpoint::Events => "events",
+            AuthEndpoint::Callback => "callback",
+        }
+    }
+}
+
+/// Why the listener refused a connection (closed it before reading a byte, with a 503 over
+/// plain HTTP when the reason is a limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `ESPFD_MAX_CONNECTIONS` open and none of them idle.
+    MaxConnections,
+    /// `ESPFD_MAX_CONNECTIONS_PER_ADDR` open from the peer's address and none of them idle.
+    MaxPerAddr,
+    /// The peer is not in `ESPFD_ALLOW_FROM`.
+    AllowFrom,
+}
+
+impl Refused {
+    const ALL: [Refused; 3] = [
+        Refused::MaxConnections,
+        Refused::MaxPerAddr,
+        Refused::AllowFrom,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refused::MaxConnections => "max_connections",
+            Refused::MaxPerAddr => "max_per_addr",
+            Refused::AllowFrom => "allow_from",
+        }
+    }
+}
+
+/// Why the listener closed a connection it had accepted, to keep slots for real requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// Nothing arrived within `ESPFD_FIRST_BYTE_TIMEOUT` of the connection (over HTTPS: of
+    /// the connection, and of the end of the handshake).
+    FirstByteTimeout,
+    /// Idle (between requests, or not yet started) and the oldest such when a new
+    /// connection needed its slot.
+    IdleForRoom,
+}
+
+impl Closed {
+    const ALL: [Closed; 2] = [Closed::FirstByteTimeout, Closed::IdleForRoom];
+
+    fn label(self) -> &'static str {
+        match self {
+            Closed::FirstByteTimeout => "first_byte_timeout",
+            Closed::IdleForRoom => "idle_for_room",
+        }
     }
 }
 
@@ -102,6 +175,24 @@ static FINISHED_IN_PROGRESS: AtomicU64 = AtomicU64::new(0);
 static RETRIES: AtomicU64 = AtomicU64::new(0);
 static LOGINS: AtomicU64 = AtomicU64::new(0);
 static CALLS: [Histogram; 3] = [Histogram::new(), Histogram::new(), Histogram::new()];
+static AUTH_FAILURES: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+static REFUSED: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+static CLOSED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// A request to `endpoint` was refused for its credentials (401).
+pub fn auth_failed(endpoint: AuthEndpoint) {
+    AUTH_FAILURES[endpoint as usize].fetch_add(1, Relaxed);
+}
+
+/// The listener refused a connection.
+pub fn connection_refused(why: Refused) {
+    REFUSED[why as usize].fetch_add(1, Relaxed);
+}
+
+/// The listener closed a connection to keep its slots for real requests.
+pub fn connection_closed(why: Closed) {
+    CLOSED[why as usize].fetch_add(1, Relaxed);
+}
 
 /// ESPF's POST to the events path was answered with `status`.
 pub fn event_received(status: u16) {
@@ -280,6 +371,51 @@ pub fn render(g: &Gauges) -> String {
 
     header(
         &mut out,
+        "espfd_auth_failures_total",
+        "counter",
+        "Requests refused with 401 for wrong or missing credentials, by endpoint.",
+    );
+    for e in AuthEndpoint::ALL {
+        let _ = writeln!(
+            out,
+            "espfd_auth_failures_total{{endpoint=\"{}\"}} {}",
+            e.label(),
+            AUTH_FAILURES[e as usize].load(Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
+        "espfd_connections_refused_total",
+        "counter",
+        "Inbound connections refused before a byte was read, by reason.",
+    );
+    for r in Refused::ALL {
+        let _ = writeln!(
+            out,
+            "espfd_connections_refused_total{{reason=\"{}\"}} {}",
+            r.label(),
+            REFUSED[r as usize].load(Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
+        "espfd_connections_closed_total",
+        "counter",
+        "Inbound connections closed to keep slots for real requests: silent past ESPFD_FIRST_BYTE_TIMEOUT, or idle when a new one needed the slot.",
+    );
+    for c in Closed::ALL {
+        let _ = writeln!(
+            out,
+            "espfd_connections_closed_total{{reason=\"{}\"}} {}",
+            c.label(),
+            CLOSED[c as usize].load(Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
         "espfd_call_duration_seconds",
         "histogram",
         "Duration of outbound calls: PortaBilling API, target, ESPF status API.",
@@ -350,6 +486,9 @@ mod tests {
         event_received(413);
         event_finished("failed");
         retry_scheduled();
+        auth_failed(AuthEndpoint::Callback);
+        connection_refused(Refused::MaxPerAddr);
+        connection_closed(Closed::IdleForRoom);
         observe(Call::Espf, Duration::from_millis(30));
         observe(Call::Espf, Duration::from_secs(60));
         let after = render(&Gauges {
@@ -363,6 +502,16 @@ mod tests {
         assert!(delta("espfd_events_received_total{code=\"200\"}") >= 1.0);
         assert!(delta("espfd_dead_letters_total") >= 1.0);
         assert!(delta("espfd_retries_total") >= 1.0);
+        assert!(delta("espfd_auth_failures_total{endpoint=\"callback\"}") >= 1.0);
+        assert!(value(&after, "espfd_auth_failures_total{endpoint=\"events\"}") >= 0.0);
+        assert!(delta("espfd_connections_refused_total{reason=\"max_per_addr\"}") >= 1.0);
+        assert!(
+            value(
+                &after,
+                "espfd_connections_refused_total{reason=\"allow_from\"}"
+            ) >= 0.0
+        );
+        assert!(delta("espfd_connections_closed_total{reason=\"idle_for_room\"}") >= 1.0);
         assert!(delta("espfd_call_duration_seconds_count{call=\"espf\"}") >= 2.0);
         // 30 ms is not in the 0.025 bucket but is in the 0.05 one; 60 s only in +Inf.
         let le =

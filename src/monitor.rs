@@ -1,8 +1,9 @@
 //! The operator's endpoints on the ingress listener: `GET /metrics` and `GET /readyz`.
 //!
 //! [`Monitor`] wraps the ingress handler: it answers those two paths itself, counts the
-//! reply codes of ESPF's POSTs to the events path, and hands everything else to the ingress
-//! unchanged (`/healthz`, the events path, 404s).
+//! reply codes of ESPF's POSTs to the events path (those refused from their head before
+//! `100 Continue` too) and the 401s of the completion callback, and hands everything else
+//! to the ingress unchanged (`/healthz`, the events path, 404s).
 //!
 //! `/readyz` is 200 only when all hold:
 //! - the store is writable: a read connection takes SQLite's write lock and gives it back
@@ -205,7 +206,30 @@ impl Handler for Monitor {
                 metrics::event_received(resp.status);
                 resp
             }
+            path if is_callback(path) && req.method == "POST" => {
+                let resp = self.ingress.handle(req);
+                if resp.status == 401 {
+                    metrics::auth_failed(metrics::AuthEndpoint::Callback);
+                }
+                resp
+            }
             _ => self.ingress.handle(req),
         }
     }
+
+    /// The ingress's pre-check; a refused event counts as received with that code.
+    fn precheck(&self, head: &Request) -> Option<Response> {
+        let resp = self.ingress.precheck(head)?;
+        if head.path == self.events_path && head.method == "POST" {
+            metrics::event_received(resp.status);
+        }
+        Some(resp)
+    }
+}
+
+/// `/events/<i_event>/status`, the completion callback (as the ingress routes it).
+fn is_callback(path: &str) -> bool {
+    path.strip_prefix("/events/")
+        .and_then(|p| p.strip_suffix("/status"))
+        .is_some()
 }

@@ -131,6 +131,7 @@ impl Service {
             limits: config.limits.clone(),
             tls: tls.clone(),
             allow_from: config.allow_from.clone(),
+            metrics: true,
         };
         let server = http::serve_with(listener, options, Arc::new(handler))
             .map_err(|e| Error::io("cannot start the listener", e))?;

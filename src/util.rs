@@ -248,16 +248,67 @@ pub fn parse_duration(value: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
+/// Compares two byte strings without revealing, through the time taken, where they differ
+/// or whether their lengths differ: both sides are hashed (SHA-256) and the fixed-length
+/// digests compared in full. Equal digests mean equal inputs (SHA-256 is collision
+/// resistant). The time still grows with the inputs' lengths (hashing), as any comparison's
+/// must; a secret of up to 55 bytes is one SHA-256 block whatever its length.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
+    let da = ring::digest::digest(&ring::digest::SHA256, a);
+    let db = ring::digest::digest(&ring::digest::SHA256, b);
     let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b) {
+    for (x, y) in da.as_ref().iter().zip(db.as_ref()) {
         diff |= x ^ y;
     }
     std::hint::black_box(diff) == 0
+}
+
+/// A warning logged at most once a second, saying how many were left out meanwhile; a flood
+/// of refused connections or of failed logins must not become a flood of log lines (a
+/// disk-filling attack on the disk the store shares). Shared between threads behind a
+/// `Mutex`: take the lock for [`Throttled::tick`] only, and log after releasing it.
+#[derive(Debug, Default)]
+pub struct Throttled {
+    last: Option<std::time::Instant>,
+    skipped: u64,
+}
+
+impl Throttled {
+    /// A throttle that lets the next line through.
+    pub const fn new() -> Throttled {
+        Throttled {
+            last: None,
+            skipped: 0,
+        }
+    }
+
+    /// Whether a line may be logged now: `Some(text)` to append to it — empty, or
+    /// ` (N more like it not logged)` — or `None` when this one is to be left out (and
+    /// counted for the next).
+    pub fn tick(&mut self) -> Option<String> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.skipped += 1;
+            return None;
+        }
+        let more = match self.skipped {
+            0 => String::new(),
+            n => format!(" ({n} more like it not logged)"),
+        };
+        self.last = Some(now);
+        self.skipped = 0;
+        Some(more)
+    }
+
+    /// Calls `log` with the text of [`Throttled::tick`] when a line may be logged now.
+    pub fn warn(&mut self, log: impl FnOnce(&str)) {
+        if let Some(more) = self.tick() {
+            log(&more);
+        }
+    }
 }
 
 /// Cuts a string to at most `max` characters, on a character boundary.
@@ -317,6 +368,28 @@ mod tests {
         assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("5x"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn constant_time_eq_compares_contents_of_any_length() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"espf:s3cret", b"espf:s3cret"));
+        assert!(!constant_time_eq(b"espf:s3cret", b"espf:s3creT"));
+        assert!(!constant_time_eq(b"espf:s3cret", b"espf:s3cret\0"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(!constant_time_eq(b"ab", b"a"));
+    }
+
+    #[test]
+    fn throttled_lets_one_line_a_second_through_and_counts_the_rest() {
+        let mut t = Throttled::new();
+        assert_eq!(t.tick().as_deref(), Some(""));
+        assert_eq!(t.tick(), None);
+        assert_eq!(t.tick(), None);
+        // As if a second had passed.
+        t.last = Some(std::time::Instant::now() - Duration::from_millis(1001));
+        assert_eq!(t.tick().as_deref(), Some(" (2 more like it not logged)"));
+        assert_eq!(t.tick(), None);
     }
 
     #[test]

@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
                 break;
             }
             Err(r) => {
-                assert!(matches!(r.status, 400 | 411 | 413 | 431), "{r:?}");
+                assert!(matches!(r.status, 400 | 411 | 413 | 417 | 431), "{r:?}");
                 assert!(!r.reason.contains('\n'));
                 break;
             }

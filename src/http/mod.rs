@@ -10,10 +10,11 @@
 mod allow;
 mod parse;
 mod server;
+mod slots;
 mod tls;
 
 pub use allow::AllowList;
-pub use parse::{parse_request, Parsed, Rejected};
+pub use parse::{parse_request, request_head, Parsed, Rejected};
 pub use server::{serve, serve_with, Handler, Options, Server};
 pub use tls::Tls;
 
@@ -36,6 +37,8 @@ pub struct Request {
     pub peer: SocketAddr,
     /// Whether the client wants the connection kept open (HTTP/1.1 default).
     pub keep_alive: bool,
+    /// The minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
 }
 
 impl Request {
@@ -131,6 +134,7 @@ pub fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         411 => "Length Required",
         413 => "Content Too Large",
+        417 => "Expectation Failed",
         422 => "Unprocessable Content",
         425 => "Too Early",
         429 => "Too Many Requests",

@@ -1,6 +1,5 @@
 //! Listener, connection threads and the request reader.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -9,10 +8,13 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::allow::AllowList;
-use super::parse::{parse_request, Parsed};
+use super::parse::{parse_request, request_head, Parsed};
+use super::slots::Slots;
 use super::tls::{self, Tls, Transport};
 use super::{reason, Request, Response};
 use crate::config::Limits;
+use crate::metrics::{self, Closed, Refused};
+use crate::util::Throttled;
 
 /// Stack of a connection thread: parsing and handling need little, and many may exist.
 const CONNECTION_STACK: usize = 256 * 1024;
@@ -26,6 +28,16 @@ const LINGER_TIME: Duration = Duration::from_secs(1);
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request.
     fn handle(&self, req: Request) -> Response;
+
+    /// Looks at a request's head before the client is asked for the body: called when a
+    /// request with `Expect: 100-continue` has its head complete and its body still to come.
+    /// `head` has an empty body. A reply returned here is sent instead of `100 Continue`
+    /// (the body is never asked for, and the connection is closed after the reply); `None`
+    /// lets the request go on. The default lets every request go on.
+    fn precheck(&self, head: &Request) -> Option<Response> {
+        let _ = head;
+        None
+    }
 }
 
 impl<F> Handler for F
@@ -46,6 +58,9 @@ pub struct Options {
     pub tls: Option<Arc<Tls>>,
     /// Peers allowed to connect; the default allows everyone.
     pub allow_from: AllowList,
+    /// Count refused and closed connections in the process's metrics (the ingress does; the
+    /// simulators, which share the process in tests and `espfd demo`, do not).
+    pub metrics: bool,
 }
 
 struct Shared {
@@ -53,11 +68,29 @@ struct Shared {
     tls: Option<Arc<Tls>>,
     allow_from: AllowList,
     handler: Arc<dyn Handler>,
+    metrics: bool,
     stop: AtomicBool,
+    /// Connection threads running (an evicted connection's thread may outlive its slot by
+    /// the moment it takes to notice).
     active: AtomicUsize,
     next_id: AtomicU64,
-    /// Clones of open connections, so that shutdown can end idle reads at once.
-    open: Mutex<HashMap<u64, TcpStream>>,
+    /// Who holds the slots, with clones of their sockets, so that eviction and shutdown can
+    /// end idle reads at once.
+    slots: Mutex<Slots>,
+}
+
+impl Shared {
+    fn closed(&self, why: Closed) {
+        if self.metrics {
+            metrics::connection_closed(why);
+        }
+    }
+
+    fn refused(&self, why: Refused) {
+        if self.metrics {
+            metrics::connection_refused(why);
+        }
+    }
 }
 
 /// A running server. Dropping it stops it.
@@ -97,7 +130,7 @@ impl Server {
         };
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         let _ = accept.join();
-        for stream in lock(&self.shared.open).values() {
+        for stream in lock(&self.shared.slots).streams() {
             let _ = stream.shutdown(Shutdown::Read);
         }
         let deadline = Instant::now() + grace;
@@ -141,15 +174,20 @@ pub fn serve_with(
     handler: Arc<dyn Handler>,
 ) -> io::Result<Server> {
     let addr = listener.local_addr()?;
+    let slots = Slots::new(
+        options.limits.max_connections,
+        options.limits.max_connections_per_addr,
+    );
     let shared = Arc::new(Shared {
         limits: options.limits,
         tls: options.tls,
         allow_from: options.allow_from,
         handler,
+        metrics: options.metrics,
         stop: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         next_id: AtomicU64::new(0),
-        open: Mutex::new(HashMap::new()),
+        slots: Mutex::new(slots),
     });
     let s = shared.clone();
     let accept = thread::Builder::new()
@@ -164,8 +202,9 @@ pub fn serve_with(
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(5);
-    let mut not_allowed = Throttled::default();
-    let mut too_many = Throttled::default();
+    let mut not_allowed = Throttled::new();
+    let mut too_many = Throttled::new();
+    let mut made_room = Throttled::new();
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(pair) => {
@@ -190,6 +229,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         if !shared.allow_from.permits(peer.ip()) {
             // Closed before a byte is read.
             drop(stream);
+            shared.refused(Refused::AllowFrom);
             not_allowed.warn(|more| {
                 log::warn!(
                     "connection from {} refused: not in ESPFD_ALLOW_FROM{more}",
@@ -198,45 +238,98 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             });
             continue;
         }
-        if shared.active.load(Ordering::SeqCst) >= shared.limits.max_connections {
-            too_many.warn(|more| {
-                log::warn!(
-                    "connection from {peer} refused: {} connections open (ESPFD_MAX_CONNECTIONS){more}",
-                    shared.limits.max_connections
-                )
-            });
-            if shared.tls.is_none() {
-                refuse(stream);
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let admitted =
+            lock(&shared.slots).admit(id, peer.ip(), stream.try_clone().ok(), Instant::now());
+        match admitted {
+            Ok(None) => {}
+            Ok(Some(evicted)) => {
+                // Its thread sees the end of its stream and exits; it was waiting for a
+                // request, so nothing in flight is lost.
+                if let Some(s) = evicted.stream {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+                shared.closed(Closed::IdleForRoom);
+                made_room.warn(|more| {
+                    log::info!(
+                        "connection limit reached: closed an idle connection from {} to make \
+                         room for {peer} (ESPFD_MAX_CONNECTIONS, ESPFD_MAX_CONNECTIONS_PER_ADDR){more}",
+                        evicted.ip
+                    )
+                });
             }
-            // Over TLS a reply needs a handshake, which would need a thread: close instead.
-            continue;
+            Err(why) => {
+                shared.refused(why);
+                too_many.warn(|more| {
+                    let (n, var) = match why {
+                        Refused::MaxPerAddr => (
+                            shared.limits.max_connections_per_addr.min(shared.limits.max_connections),
+                            "ESPFD_MAX_CONNECTIONS_PER_ADDR",
+                        ),
+                        _ => (shared.limits.max_connections, "ESPFD_MAX_CONNECTIONS"),
+                    };
+                    let from = if why == Refused::MaxPerAddr {
+                        " from its address"
+                    } else {
+                        ""
+                    };
+                    log::warn!(
+                        "connection from {peer} refused: {n} connections open{from}, none idle ({var}){more}"
+                    )
+                });
+                if shared.tls.is_none() {
+                    refuse(stream);
+                }
+                // Over TLS a reply needs a handshake, which would need a thread: close instead.
+                continue;
+            }
         }
         shared.active.fetch_add(1, Ordering::SeqCst);
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Ok(clone) = stream.try_clone() {
-            lock(&shared.open).insert(id, clone);
-        }
         let s = shared.clone();
         let spawned = thread::Builder::new()
             .name("conn".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
-                let _guard = ConnGuard { shared: &s, id };
+                let conn = ConnGuard { shared: &s, id };
                 match &s.tls {
-                    None => serve_connection(stream, peer, &s),
-                    Some(t) => match tls::accept(t, stream, s.limits.tls_handshake_timeout) {
-                        Ok(stream) => serve_connection(stream, peer, &s),
-                        Err(f) if f.silent_close => {
-                            log::debug!("{peer} closed without starting a TLS handshake")
+                    None => serve_connection(stream, peer, &conn),
+                    Some(t) => {
+                        // The handshake starts within the first-byte deadline, and from then
+                        // on the slot is busy until the first request is awaited.
+                        match first_byte(
+                            &stream,
+                            s.limits.first_byte_timeout.min(s.limits.idle_timeout),
+                        ) {
+                            FirstByte::Arrived => {}
+                            FirstByte::Closed => {
+                                log::debug!("{peer} closed without starting a TLS handshake");
+                                return;
+                            }
+                            FirstByte::TimedOut => {
+                                s.closed(Closed::FirstByteTimeout);
+                                log::debug!(
+                                    "{peer} sent nothing within ESPFD_FIRST_BYTE_TIMEOUT; closed"
+                                );
+                                return;
+                            }
                         }
-                        Err(f) => log::info!("TLS handshake with {peer} failed: {}", f.why),
-                    },
+                        if !conn.busy() {
+                            return;
+                        }
+                        match tls::accept(t, stream, s.limits.tls_handshake_timeout) {
+                            Ok(stream) => serve_connection(stream, peer, &conn),
+                            Err(f) if f.silent_close => {
+                                log::debug!("{peer} closed without starting a TLS handshake")
+                            }
+                            Err(f) => log::info!("TLS handshake with {peer} failed: {}", f.why),
+                        }
+                    }
                 }
             });
         if let Err(e) = spawned {
             log::warn!("cannot start a connection thread: {e}");
             shared.active.fetch_sub(1, Ordering::SeqCst);
-            if let Some(stream) = lock(&shared.open).remove(&id) {
+            if let Some(stream) = lock(&shared.slots).release(id) {
                 if shared.tls.is_none() {
                     refuse(stream);
                 }
@@ -245,31 +338,34 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// A warning logged at most once a second, saying how many were left out meanwhile; a flood
-/// of refused connections must not become a flood of log lines.
-#[derive(Default)]
-struct Throttled {
-    last: Option<Instant>,
-    skipped: u64,
+/// What the first wait on a new connection saw.
+enum FirstByte {
+    Arrived,
+    Closed,
+    TimedOut,
 }
 
-impl Throttled {
-    fn warn(&mut self, log: impl FnOnce(&str)) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            self.skipped += 1;
-            return;
-        }
-        let more = match self.skipped {
-            0 => String::new(),
-            n => format!(" ({n} more like it not logged)"),
+/// Waits up to `timeout` for the first byte on `tcp` without consuming it.
+fn first_byte(tcp: &TcpStream, timeout: Duration) -> FirstByte {
+    if tcp.set_read_timeout(Some(timeout)).is_err() {
+        return FirstByte::Closed;
+    }
+    let mut one = [0u8; 1];
+    loop {
+        return match tcp.peek(&mut one) {
+            Ok(0) => FirstByte::Closed,
+            Ok(_) => FirstByte::Arrived,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                FirstByte::TimedOut
+            }
+            Err(_) => FirstByte::Closed,
         };
-        log(&more);
-        self.last = Some(now);
-        self.skipped = 0;
     }
 }
 
@@ -283,27 +379,47 @@ fn refuse(mut stream: TcpStream) {
     );
 }
 
+/// A connection thread's hold on its slot: marks it idle or busy, and frees it at the end.
 struct ConnGuard<'a> {
     shared: &'a Shared,
     id: u64,
 }
 
+impl ConnGuard<'_> {
+    /// Waiting for a request's first byte: the slot may be taken for a newcomer. `false`
+    /// when it already was (the connection must end).
+    fn idle(&self) -> bool {
+        lock(&self.shared.slots).set_idle(self.id, true, Instant::now())
+    }
+
+    /// A request (or handshake) has started. `false` when the slot was taken meanwhile.
+    fn busy(&self) -> bool {
+        lock(&self.shared.slots).set_idle(self.id, false, Instant::now())
+    }
+}
+
 impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
-        lock(&self.shared.open).remove(&self.id);
+        lock(&self.shared.slots).release(self.id);
         self.shared.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// What went wrong while reading a request.
 enum ReadError {
-    /// The peer closed, or stayed idle past the idle timeout between requests: close quietly.
+    /// The peer closed, or its slot was taken for a newcomer while it was idle: close quietly.
     Gone,
+    /// Nothing arrived while waiting for a request (the first-byte or idle timeout): close
+    /// quietly.
+    Silent,
     /// Reply with this status and close.
     Reply(u16, &'static str),
+    /// The handler's pre-check refused the request from its head: send this and close.
+    Refused(Response),
 }
 
-fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, shared: &Shared) {
+fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, conn: &ConnGuard<'_>) {
+    let shared = conn.shared;
     let limits = &shared.limits;
     let _ = stream.tcp().set_nodelay(true);
     let _ = stream.tcp().set_write_timeout(Some(limits.write_timeout));
@@ -312,18 +428,30 @@ fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, shared: &Shar
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
-        let req = match read_request(&mut stream, &mut buf, peer, limits) {
+        // A new connection's first request must start soon; later ones may wait as long as
+        // an idle keep-alive connection is kept.
+        let wait = if served == 1 {
+            limits.first_byte_timeout.min(limits.idle_timeout)
+        } else {
+            limits.idle_timeout
+        };
+        let req = match read_request(&mut stream, &mut buf, peer, conn, wait) {
             Ok(req) => req,
             Err(ReadError::Gone) => break,
-            Err(ReadError::Reply(status, why)) => {
-                let resp = Response::text(status, why).closing();
-                if write_response(&mut stream, &resp, false, false).is_ok() {
-                    linger(stream);
+            Err(ReadError::Silent) => {
+                if served == 1 {
+                    shared.closed(Closed::FirstByteTimeout);
+                    log::debug!("{peer} sent nothing within ESPFD_FIRST_BYTE_TIMEOUT; closed");
                 }
-                return;
+                break;
+            }
+            Err(ReadError::Refused(resp)) => return reply_and_close(stream, &resp),
+            Err(ReadError::Reply(status, why)) => {
+                return reply_and_close(stream, &Response::text(status, why))
             }
         };
         let keep_alive = req.keep_alive;
+        let http10 = req.version == 0;
         let head_only = req.method == "HEAD";
         let handler = shared.handler.clone();
         let resp =
@@ -336,7 +464,7 @@ fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, shared: &Shar
             && !resp.close
             && served < limits.max_requests_per_connection
             && !shared.stop.load(Ordering::SeqCst);
-        if write_response(&mut stream, &resp, keep, head_only).is_err() {
+        if write_response(&mut stream, &resp, keep, http10, head_only).is_err() {
             return;
         }
         if !keep {
@@ -344,6 +472,13 @@ fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, shared: &Shar
         }
     }
     stream.close();
+}
+
+/// Sends a reply that ends the connection (an error, a refusal) and closes it.
+fn reply_and_close<S: Transport>(mut stream: S, resp: &Response) {
+    if write_response(&mut stream, resp, false, false, false).is_ok() {
+        linger(stream);
+    }
 }
 
 /// Closes after an error reply without losing the reply: stop sending, then read and discard
@@ -371,21 +506,30 @@ fn linger<S: Transport>(mut stream: S) {
     }
 }
 
+/// Reads one request. Waits up to `wait` for its first byte (the slot idle meanwhile), then
+/// up to the read timeout for the whole request: a client that trickles bytes holds its slot
+/// for at most that long.
 fn read_request<S: Transport>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     peer: SocketAddr,
-    limits: &Limits,
+    conn: &ConnGuard<'_>,
+    wait: Duration,
 ) -> Result<Request, ReadError> {
-    // Wait for the first byte under the idle timeout, then the whole request under the read
-    // timeout: a client that trickles bytes holds its slot for at most that long.
+    let shared = conn.shared;
+    let limits = &shared.limits;
     let mut deadline: Option<Instant> = if buf.is_empty() {
+        if !conn.idle() {
+            return Err(ReadError::Gone);
+        }
         None
     } else {
+        // A pipelined request is already here.
         Some(Instant::now() + limits.read_timeout)
     };
     let mut needed = 1;
-    let mut continued = false;
+    // Whether the complete head has been looked at for `Expect: 100-continue`.
+    let mut head_seen = false;
     loop {
         if buf.len() >= needed {
             match parse_request(buf, peer, limits) {
@@ -396,47 +540,61 @@ fn read_request<S: Transport>(
                 Ok(Parsed::Incomplete { needed: n }) => {
                     needed = n;
                     // The head is complete and the body is still to come: a client that
-                    // asked for `Expect: 100-continue` waits for this before sending it.
-                    if !continued && n > buf.len() + 1 && expects_continue(buf) {
-                        continued = true;
-                        if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
-                            return Err(ReadError::Gone);
+                    // asked for `Expect: 100-continue` waits for an answer before sending
+                    // it. The handler sees the head first, so that a request it would refuse
+                    // (bad credentials) is answered at once instead of being invited to send
+                    // its body. An HTTP/1.0 client's expectation is ignored (RFC 9110, 10.1.1).
+                    if !head_seen {
+                        if let Some(head) = request_head(buf, peer, limits) {
+                            head_seen = true;
+                            let expects = head.version > 0
+                                && head
+                                    .header("expect")
+                                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+                            if expects {
+                                if let Some(resp) = precheck(shared, &head) {
+                                    return Err(ReadError::Refused(resp));
+                                }
+                                if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                                    return Err(ReadError::Gone);
+                                }
+                            }
                         }
                     }
                 }
                 Err(r) => return Err(ReadError::Reply(r.status, r.reason)),
             }
         }
-        let got = read_some(stream, buf, deadline, limits)?;
+        let got = read_some(stream, buf, deadline, wait)?;
         if got == 0 {
             return Err(ReadError::Gone);
         }
-        deadline.get_or_insert_with(|| Instant::now() + limits.read_timeout);
+        if deadline.is_none() {
+            if !conn.busy() {
+                return Err(ReadError::Gone);
+            }
+            deadline = Some(Instant::now() + limits.read_timeout);
+        }
     }
 }
 
-/// Whether the (complete) head at the start of `buf` carries `Expect: 100-continue`.
-fn expects_continue(buf: &[u8]) -> bool {
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(buf.len());
-    buf[..end].split(|&b| b == b'\n').any(|line| {
-        let line = String::from_utf8_lossy(line).to_ascii_lowercase();
-        line.strip_prefix("expect:")
-            .is_some_and(|v| v.trim() == "100-continue")
-    })
+/// The handler's pre-check of a head; a panic in it is a 500.
+fn precheck(shared: &Shared, head: &Request) -> Option<Response> {
+    let handler = shared.handler.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.precheck(head)))
+        .unwrap_or_else(|_| Some(Response::text(500, "internal error")))
 }
 
-/// Reads what is available into `buf`. `deadline` None means "waiting for a new request".
+/// Reads what is available into `buf`. `deadline` None means "waiting up to `wait` for a new
+/// request".
 fn read_some<S: Transport>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     deadline: Option<Instant>,
-    limits: &Limits,
+    wait: Duration,
 ) -> Result<usize, ReadError> {
     let timeout = match deadline {
-        None => limits.idle_timeout,
+        None => wait,
         Some(d) => d.saturating_duration_since(Instant::now()),
     };
     if timeout.is_zero() {
@@ -458,7 +616,7 @@ fn read_some<S: Transport>(
                 ) =>
             {
                 return Err(if deadline.is_none() {
-                    ReadError::Gone
+                    ReadError::Silent
                 } else {
                     ReadError::Reply(408, "request not received in time")
                 });
@@ -469,11 +627,13 @@ fn read_some<S: Transport>(
 }
 
 /// Writes a reply in one write. A reply to HEAD carries the headers of the GET reply
-/// (`Content-Length` included) but no body.
+/// (`Content-Length` included) but no body. An HTTP/1.0 client, whose connections close by
+/// default, is told `Connection: keep-alive` when its connection stays open.
 fn write_response<S: Transport>(
     stream: &mut S,
     resp: &Response,
     keep_alive: bool,
+    http10: bool,
     head_only: bool,
 ) -> io::Result<()> {
     let mut out = Vec::with_capacity(128 + resp.body.len());
@@ -488,6 +648,8 @@ fn write_response<S: Transport>(
     let _ = write!(out, "Content-Length: {}\r\n", resp.body.len());
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
     if !head_only {

@@ -18,7 +18,12 @@ use crate::event::Event;
 use crate::http::{Handler, Request, Response};
 use crate::pipeline::{Step, Wakers};
 use crate::store::{Completed, Completion, Inserted, NewEvent, Store};
-use crate::util::{constant_time_eq, now_ms};
+use crate::util::{constant_time_eq, now_ms, Throttled};
+
+/// Failed-authentication log lines: at most one a second, with a count of the rest, so that
+/// a flood of wrong credentials cannot fill the disk the store shares. Process-wide (one
+/// service per process in production).
+static AUTH_LOG: std::sync::Mutex<Throttled> = std::sync::Mutex::new(Throttled::new());
 
 /// The ingress request handler.
 pub struct Ingress {
@@ -54,6 +59,15 @@ impl Handler for Ingress {
             },
             _ => Response::text(404, "not found"),
         }
+    }
+
+    /// A POST to the events path with `Expect: 100-continue` and wrong credentials is
+    /// answered 401 before its body is asked for.
+    fn precheck(&self, head: &Request) -> Option<Response> {
+        if head.path == self.events_path && head.method == "POST" {
+            return self.authenticate(head).err();
+        }
+        None
     }
 }
 
@@ -135,21 +149,34 @@ impl Ingress {
         }
     }
 
-    fn event(&self, req: Request) -> Response {
+    /// Checks an event's credentials; the 401 to send when they are wrong. A failure is
+    /// counted (`espfd_auth_failures_total`) and logged, at most once a second.
+    fn authenticate(&self, req: &Request) -> Result<(), Response> {
         let (authorization, date) = (req.header("authorization"), req.header("date"));
-        if let Err(denied) = check_auth(&self.auth, authorization, date, now_ms() / 1000) {
-            log::warn!("event from {} refused: {}", req.peer.ip(), denied.0);
-            let resp = Response::text(401, "unauthorized");
-            return match self.auth {
-                InboundAuth::Basic { .. } => {
-                    resp.with_header("WWW-Authenticate", "Basic realm=\"espfd\"")
-                }
-                InboundAuth::Signature { .. } => resp.with_header(
-                    "WWW-Authenticate",
-                    "Signature realm=\"espfd\",headers=\"date\"",
-                ),
-                _ => resp,
-            };
+        let Err(denied) = check_auth(&self.auth, authorization, date, now_ms() / 1000) else {
+            return Ok(());
+        };
+        crate::metrics::auth_failed(crate::metrics::AuthEndpoint::Events);
+        let more = AUTH_LOG.lock().unwrap_or_else(|p| p.into_inner()).tick();
+        if let Some(more) = more {
+            log::warn!("event from {} refused: {}{more}", req.peer.ip(), denied.0);
+        }
+        let resp = Response::text(401, "unauthorized");
+        Err(match self.auth {
+            InboundAuth::Basic { .. } => {
+                resp.with_header("WWW-Authenticate", "Basic realm=\"espfd\"")
+            }
+            InboundAuth::Signature { .. } => resp.with_header(
+                "WWW-Authenticate",
+                "Signature realm=\"espfd\",headers=\"date\"",
+            ),
+            _ => resp,
+        })
+    }
+
+    fn event(&self, req: Request) -> Response {
+        if let Err(resp) = self.authenticate(&req) {
+            return resp;
         }
         let ev = match Event::parse(&req.body) {
             Ok(ev) => ev,

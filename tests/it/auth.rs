@@ -5,8 +5,12 @@ use espfd::sim::{Sim, SimConfig};
 use espfd::util::{base64_encode, format_http_date, now_ms};
 use ring::hmac;
 
-use crate::harness::{account_event, agent, sim_env, Harness, TempDir};
-use crate::support::Espfd;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::harness::{account_event, agent, basic, sim_env, Harness, TempDir, USER};
+use crate::support::{read_reply, Espfd};
 
 const KEY_ID: &str = "test";
 const KEY: &str = "signature";
@@ -239,4 +243,125 @@ fn debug_log_shows_the_signing_strings_tried_but_never_the_key_or_expected_signa
             "an expected signature was logged:\n{log}"
         );
     }
+}
+
+/// The value of `series` in a scrape of the real binary's `/metrics`. The binary is a
+/// process of its own, so its counters hold exactly what this test did to it.
+fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
+    let text = agent()
+        .get(&format!("http://{addr}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_wrong_credentials_is_counted_exactly_and_logged_once_a_second() {
+    const WRONG: &str = "Wr0ng-flood-pw";
+    const TOKEN: &str = "cb-token-flood-test";
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    let state = TempDir::new("authflood");
+    let mut env: Vec<(&str, String)> = sim_env(&sim, &state)
+        .into_iter()
+        .filter(|(k, _)| *k != "ESPFD_LISTEN")
+        .collect();
+    env.push(("ESPFD_CALLBACK_TOKEN", TOKEN.into()));
+    env.push(("RUST_LOG", "info".into()));
+    let d = Espfd::spawn(&env, None);
+    let wrong = basic(USER, WRONG);
+    let body = account_event("Subscriber/Updated", 1, 1000889);
+    const CONNS: usize = 4;
+    const EACH: usize = 500;
+    const EARLY: usize = 50;
+    let addr = d.addr;
+    let senders: Vec<_> = (0..CONNS)
+        .map(|_| {
+            let (wrong, body) = (wrong.clone(), body.clone());
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let req = format!(
+                    "POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: {wrong}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                for _ in 0..EACH {
+                    s.write_all(req.as_bytes()).unwrap();
+                    assert_eq!(read_reply(&mut s).expect("a reply").0, 401);
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    // Refused before the body is asked for (Expect: 100-continue): counted the same.
+    for _ in 0..EARLY {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: {wrong}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        assert_eq!(read_reply(&mut s).expect("a reply").0, 401);
+    }
+    // A completion callback with the wrong bearer token.
+    for i in 0..3 {
+        let status = agent()
+            .post(&format!("http://{addr}/events/{i}/status"))
+            .header("Authorization", "Bearer not-the-token")
+            .send("{\"status\":\"OK\"}")
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, 401);
+    }
+    // The lines left out are counted in the next one logged, a second or more later.
+    let mut extra = 0;
+    let url = format!("http://{addr}/events");
+    let counted = crate::harness::eventually(Duration::from_secs(10), || {
+        extra += 1;
+        assert_eq!(crate::harness::post(&url, Some(&wrong), &body).0, 401);
+        std::thread::sleep(Duration::from_millis(100));
+        d.log().contains("more like it not logged)")
+    });
+    assert!(
+        counted,
+        "no line with the count of those left out:\n{}",
+        d.log()
+    );
+    let n = (CONNS * EACH + EARLY + extra) as f64;
+    assert_eq!(
+        metric(addr, "espfd_auth_failures_total{endpoint=\"events\"}"),
+        n
+    );
+    assert_eq!(metric(addr, "espfd_events_received_total{code=\"401\"}"), n);
+    assert_eq!(
+        metric(addr, "espfd_auth_failures_total{endpoint=\"callback\"}"),
+        3.0
+    );
+
+    let log = d.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("event from") && l.contains("refused"))
+        .count();
+    assert!(lines >= 1, "the first failure is logged:\n{log}");
+    // One line a second: the flood took well under N/20 seconds on any machine this runs
+    // on; even a very slow one (N/20 s = 100+ s) would have failed other tests long before.
+    assert!(
+        lines * 20 < n as usize,
+        "{lines} log lines for {n} failures:\n{}",
+        &log[..log.len().min(4000)]
+    );
+    assert!(!log.contains(WRONG), "the wrong password was logged");
+    assert!(!log.contains(&wrong), "the Authorization header was logged");
 }

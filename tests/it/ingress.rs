@@ -182,8 +182,16 @@ fn connections_beyond_the_limit_get_a_quick_503() {
         raw.set("ESPFD_MAX_CONNECTIONS", "2");
     });
     let addr = h.service.as_ref().unwrap().local_addr();
-    let _a = TcpStream::connect(addr).unwrap();
-    let _b = TcpStream::connect(addr).unwrap();
+    // Two connections in the middle of a request hold both slots (idle ones would be closed
+    // to make room: limits.rs).
+    let busy = || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"POST /events HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        s
+    };
+    let _a = busy();
+    let _b = busy();
     std::thread::sleep(Duration::from_millis(100));
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

@@ -11,6 +11,7 @@ mod contrib;
 mod control_chars;
 mod damaged_store;
 mod failures;
+mod flood;
 mod flow;
 mod harness;
 mod ingress;

@@ -214,3 +214,129 @@ fn head_replies_carry_no_body_and_expect_continue_is_answered() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     assert!(h.reader().get(88).unwrap().is_some());
 }
+
+/// RFC 9112 framing, strictly: behind a proxy that frames differently, leniency here would
+/// be request smuggling. Each is refused with 400 and nothing is stored.
+#[test]
+fn lenient_framing_is_refused_with_400() {
+    let h = Harness::start();
+    let addr = h.service.as_ref().unwrap().local_addr();
+    let auth = basic(USER, PASSWORD);
+    let body = crate::harness::account_event("Subscriber/Updated", 77, 1000889);
+    let with_length = |cl: &str| {
+        format!(
+            "POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {cl}\r\n\r\n{body}"
+        )
+        .into_bytes()
+    };
+    let n = body.len();
+    // The well-formed request is taken (as a control: the cases below differ from it only
+    // in the one detail).
+    let control = |i_event: i64| {
+        let body = crate::harness::account_event("Subscriber/Updated", i_event, 1000889);
+        format!(
+            "POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let reply = raw_exchange(addr, control(76).as_bytes());
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "Content-Length with a plus sign",
+            with_length(&format!("+{n}")),
+        ),
+        (
+            "Content-Length then NO-BREAK SPACE",
+            with_length(&format!("{n}\u{a0}")),
+        ),
+        (
+            "Content-Length then IDEOGRAPHIC SPACE",
+            with_length(&format!("{n}\u{3000}")),
+        ),
+        (
+            "bare LF line endings",
+            control(77).replace("\r\n", "\n").into_bytes(),
+        ),
+        (
+            "one bare LF among CRLFs",
+            control(77)
+                .replacen("Host: x\r\n", "Host: x\n", 1)
+                .into_bytes(),
+        ),
+    ];
+    for (case, bytes) in cases {
+        let reply = raw_exchange(addr, &bytes);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{case}: {reply:?}");
+    }
+    assert!(h.reader().get(77).unwrap().is_none());
+    assert_eq!(h.reader().total_count().unwrap(), 1);
+}
+
+#[test]
+fn expect_continue_with_wrong_credentials_gets_401_before_the_body_is_asked_for() {
+    let h = Harness::start();
+    let addr = h.service.as_ref().unwrap().local_addr();
+    let body = crate::harness::account_event("Subscriber/Updated", 89, 1000889);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let wrong = basic(USER, "not-the-password");
+    write!(
+        s,
+        "POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: {wrong}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // The first thing back is the final 401, not an invitation to send the body.
+    let (status, head, _) = crate::support::read_reply(&mut s).expect("a reply");
+    assert_eq!(status, 401, "{head}");
+    assert!(head.contains("WWW-Authenticate: Basic"), "{head}");
+    assert!(head.contains("Connection: close"), "{head}");
+    // The body was never read, so the connection is not reused.
+    let (rest, closed) = crate::support::read_until_closed(&mut s, Duration::from_secs(5));
+    assert!(
+        closed && rest.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(h.reader().get(89).unwrap().is_none());
+}
+
+#[test]
+fn an_unsupported_expectation_gets_417() {
+    let h = Harness::start();
+    let addr = h.service.as_ref().unwrap().local_addr();
+    let auth = basic(USER, PASSWORD);
+    let body = crate::harness::account_event("Subscriber/Updated", 90, 1000889);
+    let reply = raw_exchange(
+        addr,
+        format!(
+            "POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nExpect: 200-ok\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert!(
+        reply.starts_with("HTTP/1.1 417 Expectation Failed"),
+        "{reply}"
+    );
+    assert!(h.reader().get(90).unwrap().is_none());
+}
+
+#[test]
+fn an_http_1_0_keep_alive_reply_says_keep_alive() {
+    let h = Harness::start();
+    let addr = h.service.as_ref().unwrap().local_addr();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let (status, head, body) = crate::support::read_reply(&mut s).expect("a reply");
+        assert_eq!((status, body.trim()), (200, "ok"));
+        assert!(head.contains("\r\nConnection: keep-alive\r\n"), "{head}");
+    }
+    // Without the header, HTTP/1.0 closes.
+    let reply = raw_exchange(addr, b"GET /healthz HTTP/1.0\r\n\r\n");
+    assert!(reply.contains("\r\nConnection: close\r\n"), "{reply}");
+}

@@ -275,9 +275,14 @@ pub type TlsClient = StreamOwned<ClientConnection, TcpStream>;
 
 /// Connects to `addr` and completes a TLS handshake for 127.0.0.1.
 pub fn tls_connect(addr: SocketAddr, config: Arc<ClientConfig>) -> Result<TlsClient, String> {
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tls_handshake(tcp, config)
+}
+
+/// Completes a TLS handshake for 127.0.0.1 on a connected socket.
+pub fn tls_handshake(tcp: TcpStream, config: Arc<ClientConfig>) -> Result<TlsClient, String> {
     let name = ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
     let conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
-    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     tcp.set_write_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -353,6 +358,33 @@ pub fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) 
             Err(_) => return (got, true),
         }
     }
+}
+
+/// What the peer has done to a connection so far, seen without waiting: still open, or
+/// closed after sending what is returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Open,
+    Closed(Vec<u8>),
+}
+
+/// Reads what has arrived on `s` without blocking and says whether the peer closed it.
+pub fn peer_state(s: &TcpStream) -> Peer {
+    s.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut r = s;
+    let state = loop {
+        match r.read(&mut chunk) {
+            Ok(0) => break Peer::Closed(got),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Peer::Open,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break Peer::Closed(got),
+        }
+    };
+    s.set_nonblocking(false).unwrap();
+    state
 }
 
 /// A TCP connection to `to` from the local address `from` (e.g. 127.0.0.2), which

@@ -91,10 +91,13 @@ impl Ingress {
             .map(|(_, t)| t.trim().as_bytes())
             .unwrap_or(b"");
         if !constant_time_eq(presented, token.0.as_bytes()) {
-            log::warn!(
-                "completion callback from {} refused: bad bearer token",
-                req.peer.ip()
-            );
+            let more = AUTH_LOG.lock().unwrap_or_else(|p| p.into_inner()).tick();
+            if let Some(more) = more {
+                log::warn!(
+                    "completion callback from {} refused: bad bearer token{more}",
+                    req.peer.ip()
+                );
+            }
             return Response::text(401, "unauthorized").with_header("WWW-Authenticate", "Bearer");
         }
         let Some(i_event) = crate::event::id_of(&serde_json::Value::from(id)) else {

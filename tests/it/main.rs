@@ -9,6 +9,7 @@ mod check;
 mod contrib;
 mod failures;
 mod flow;
+mod freeradius;
 mod harness;
 mod ingress;
 mod limits;

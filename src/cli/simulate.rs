@@ -44,8 +44,15 @@ the simulator are printed on stdout as export lines; each request is logged on s
 (Ctrl-C) or SIGTERM prints a summary of what was received and exits.
 
 Serves: POST /rest/<Service>/<method> (PortaBilling API), /espf/v1/... (ESPF API: status
-reports, GET groups), POST /target (the provisioning target). A test double: it keeps
-everything in memory and trusts its callers; keep it on a network you control.
+reports, GET groups), POST /target (the provisioning target), and controls to change its
+records while it runs:
+  POST   /_sim/account/<i_account> {fields}  merge fields into that account, creating it if
+                                            unknown, e.g. {\"blocked\": \"Y\"}, {\"bill_status\": \"C\"},
+                                            {\"h323_password\": \"...\"}
+  DELETE /_sim/account/<i_account>           PortaBilling no longer knows it (lookups answer {})
+The accounts 1000889 (open), 1000890 (blocked), 1000891 (closed), 277147 and 2984 exist at
+the start, each with an h323_password. A test double: it keeps everything in memory and
+trusts its callers; keep it on a network you control.
 ";
 
 /// What the command line asked for.
@@ -187,6 +194,10 @@ pub fn run(args: &[String]) -> Result<ExitCode, Error> {
     println!("# the environment of an espfd that uses it (in an env file, leave out 'export'):");
     print!("{}", exports(&sim));
     println!("# also set ESPFD_AUTH_USER, ESPFD_AUTH_PASSWORD and ESPFD_STATE_DIR for that espfd.");
+    println!(
+        "# change an account: curl -X POST -d '{{\"blocked\": \"Y\"}}' {}/_sim/account/1000889 (DELETE removes it)",
+        sim.url()
+    );
     println!("# SIGINT (Ctrl-C) or SIGTERM stops the simulator and prints what it received.");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

@@ -6,10 +6,15 @@
 //! `spec/espf-protocol.md` §8.1 (E2–E6) and to be consistent with each other: customer 6392
 //! owns accounts 1000889 and 277147, invoice 450013 and DID 12065550123, which is assigned to
 //! account 1000889; account 277147 has the account ID `79123456789@msisdn` of the by-ID status
-//! example A3.
+//! example A3. Every account has an `h323_password` (made up; the SIP/RADIUS password a
+//! connector such as `contrib/connectors/freeradius-users.sh` provisions); Cascade's line
+//! 1000890 is blocked (`blocked: "Y"`) and its line 1000891 is terminated (`bill_status: "C"`,
+//! blocked too, as PortaBilling shows closed accounts), so that a connector can be rehearsed
+//! against each state.
 //!
 //! Not a PortaBilling data model: a record is whatever JSON the API returns for it, and tests
-//! change them through `Sim::put_*` / `Sim::remove_*`.
+//! change them through `Sim::put_*` / `Sim::remove_*`, an operator through
+//! `POST`/`DELETE /_sim/account/<i_account>`.
 
 use std::collections::HashMap;
 
@@ -52,7 +57,8 @@ pub(super) fn accounts() -> HashMap<i64, Value> {
         "lastname": "Lopez",
         "phone1": "",
         "companyname": "",
-        "note": ""
+        "note": "",
+        "h323_password": "mx7Qa2pL"
     });
     spec_2984["assigned_addons"] = json!([
         {
@@ -113,8 +119,23 @@ pub(super) fn accounts() -> HashMap<i64, Value> {
         "phone1": "12065550100",
         "companyname": "Cascade Networks LLC",
         "note": "",
+        "h323_password": "c4sc4de-0100",
         "assigned_addons": []
     });
+    // Cascade's second and third lines: one blocked, one terminated.
+    let mut blocked_1000890 = sip_1000889.clone();
+    blocked_1000890["i_account"] = json!(1000890);
+    blocked_1000890["id"] = json!("12065550101");
+    blocked_1000890["phone1"] = json!("12065550101");
+    blocked_1000890["blocked"] = json!("Y");
+    blocked_1000890["h323_password"] = json!("c4sc4de-0101");
+    let mut closed_1000891 = sip_1000889.clone();
+    closed_1000891["i_account"] = json!(1000891);
+    closed_1000891["id"] = json!("12065550102");
+    closed_1000891["phone1"] = json!("12065550102");
+    closed_1000891["bill_status"] = json!("C");
+    closed_1000891["blocked"] = json!("Y");
+    closed_1000891["h323_password"] = json!("c4sc4de-0102");
     let mobile_277147 = json!({
         "i_account": 277147,
         "id": "79123456789@msisdn",
@@ -146,12 +167,19 @@ pub(super) fn accounts() -> HashMap<i64, Value> {
         "phone1": "",
         "companyname": "",
         "note": "",
+        "h323_password": "Lp0rk-7147",
         "assigned_addons": []
     });
-    [spec_2984, sip_1000889, mobile_277147]
-        .into_iter()
-        .filter_map(|a| Some((a.get("i_account")?.as_i64()?, a)))
-        .collect()
+    [
+        spec_2984,
+        sip_1000889,
+        blocked_1000890,
+        closed_1000891,
+        mobile_277147,
+    ]
+    .into_iter()
+    .filter_map(|a| Some((a.get("i_account")?.as_i64()?, a)))
+    .collect()
 }
 
 /// Customers by `i_customer`.

@@ -9,6 +9,7 @@
 //! | `POST /rest/<Service>/<method>` | the PortaBilling JSON API: sessions, lookups, faults | `pb.rs` |
 //! | `/espf/v1/...` | the ESPF API: status reports, service groups | `espf.rs` |
 //! | `POST /target` | an HTTP provisioning target (an HSS, a CRM ...) | `target.rs` |
+//! | `/_sim/...` | the simulator's own controls: change its records over HTTP | here, `pb.rs` |
 //!
 //! Behaviour follows `spec/portabilling-api.md` and `spec/espf-protocol.md`; the fixtures
 //! (`fixtures.rs`) are the spec's examples plus a few made-up but consistent records. Every
@@ -279,15 +280,36 @@ impl Inner {
         if path == "/target" || path == "/target/" {
             return target::handle(self, req, at_ms);
         }
+        if let Some(rest) = path.strip_prefix("/_sim/") {
+            return self.control(req, rest);
+        }
         if path == "/" {
             if req.method != "GET" && req.method != "HEAD" {
                 return method_not_allowed("GET");
             }
-            return Response::text(200, INDEX);
+            return Response::text(200, format!("{INDEX}{CONTROLS}"));
         }
         Response::text(404, format!("no such path: {path}"))
     }
+
+    /// `/_sim/<what>/...`: what `espfd simulate` lets an operator or a test change while it
+    /// runs (`shared/resilience.md`, "The simulator"). One arm per control; each answers 404
+    /// for paths it does not know and 405 for other methods.
+    fn control(&self, req: &Request, rest: &str) -> Response {
+        let rest = rest.trim_end_matches('/');
+        let (what, arg) = rest.split_once('/').unwrap_or((rest, ""));
+        match what {
+            "account" => pb::control_account(self, req, arg),
+            _ => Response::text(404, format!("no such control: {}\n{CONTROLS}", req.path)),
+        }
+    }
 }
+
+/// The `/_sim/` controls, for `GET /`, 404s and `espfd simulate --help`.
+pub const CONTROLS: &str = "\
+POST   /_sim/account/<i_account> {fields}  merge fields into that account (created if unknown)
+DELETE /_sim/account/<i_account>           remove the account (lookups then answer {})
+";
 
 /// What `GET /` answers: a reminder of what is served here.
 const INDEX: &str = "espfd simulator\n\

@@ -258,6 +258,50 @@ fn authorized(
     }
 }
 
+/// `/_sim/account/<i_account>`: `POST` a JSON object to merge its fields into the account
+/// (created with just `i_account` if unknown; `i_account` itself cannot change), `DELETE` to
+/// forget it. Answers the record after the change (200), or `{"i_account", "removed"}`.
+/// Not PortaBilling's API: no authentication, like the rest of `/_sim/`.
+pub(super) fn control_account(inner: &Inner, req: &Request, arg: &str) -> Response {
+    let i_account = match arg.parse::<i64>() {
+        Ok(n) if n > 0 && !arg.starts_with('+') => n,
+        _ => {
+            return Response::text(
+                400,
+                format!(
+                    "use /_sim/account/<i_account> (a positive integer), not {:?}",
+                    req.path
+                ),
+            )
+        }
+    };
+    match req.method.as_str() {
+        "POST" => {
+            let fields = match serde_json::from_str::<Value>(&req.body_text()) {
+                Ok(Value::Object(fields)) => fields,
+                _ => {
+                    return Response::text(400, "the body must be a JSON object of account fields")
+                }
+            };
+            let mut st = inner.state();
+            let record = st
+                .accounts
+                .entry(i_account)
+                .or_insert_with(|| json!({ "i_account": i_account }));
+            if let Some(obj) = record.as_object_mut() {
+                obj.extend(fields);
+                obj.insert("i_account".into(), json!(i_account));
+            }
+            Response::json(200, record)
+        }
+        "DELETE" => {
+            let removed = inner.state().accounts.remove(&i_account).is_some();
+            Response::json(200, &json!({ "i_account": i_account, "removed": removed }))
+        }
+        _ => method_not_allowed("POST, DELETE"),
+    }
+}
+
 /// `DID/get_number_list`: `number` (a pattern with `%` and `_`, so an exact number matches
 /// itself), `i_customer`, `limit` (at most 1000), `offset`, `get_total`.
 fn number_list(

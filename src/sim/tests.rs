@@ -61,6 +61,12 @@ fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Reply 
             r = r.header(*k, *v);
         }
         r.call()
+    } else if method == "DELETE" {
+        let mut r = agent.delete(url);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.call()
     } else {
         let mut r = agent.post(url);
         for (k, v) in headers {
@@ -622,6 +628,96 @@ fn pb_failures_latency_and_injected_faults() {
         Some(&token),
     );
     assert_eq!(r.status, 200);
+}
+
+#[test]
+fn sim_account_control_changes_what_lookups_answer() {
+    let sim = start();
+    let token = token_of(&login(&sim));
+    let info = |i_account: i64| {
+        let r = rest(
+            &sim,
+            "Account/get_account_info",
+            json!({ "i_account": i_account }),
+            Some(&token),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    let control = |method: &str, i_account: &str, body: &str| {
+        let url = format!("{}/_sim/account/{i_account}", sim.url());
+        send(method, &url, &[("Content-Type", "application/json")], body)
+    };
+
+    // The fixtures a connector needs: passwords, a blocked and a closed account.
+    assert_eq!(
+        info(1000889)["account_info"]["h323_password"],
+        "c4sc4de-0100"
+    );
+    assert_eq!(info(1000890)["account_info"]["blocked"], "Y");
+    assert_eq!(info(1000891)["account_info"]["bill_status"], "C");
+
+    // POST merges: the fields sent change, the others stay, i_account cannot change.
+    let r = control(
+        "POST",
+        "1000889",
+        r#"{"blocked": "Y", "h323_password": "changed", "i_account": 7}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["blocked"], "Y");
+    let a = info(1000889)["account_info"].clone();
+    assert_eq!(
+        (
+            &a["blocked"],
+            &a["h323_password"],
+            &a["id"],
+            &a["i_account"]
+        ),
+        (
+            &json!("Y"),
+            &json!("changed"),
+            &json!("12065550100"),
+            &json!(1000889)
+        )
+    );
+    assert_eq!(
+        control("POST", "1000889", r#"{"bill_status": "C"}"#).status,
+        200
+    );
+    assert_eq!(info(1000889)["account_info"]["bill_status"], "C");
+
+    // An unknown account is created; DELETE makes lookups answer {} again.
+    assert_eq!(info(4242), json!({}));
+    let r = control(
+        "POST",
+        "4242",
+        r#"{"id": "new-line", "h323_password": "pw"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        info(4242)["account_info"],
+        json!({"i_account": 4242, "id": "new-line", "h323_password": "pw"})
+    );
+    let r = control("DELETE", "4242", "");
+    assert_eq!((r.status, r.json()["removed"].clone()), (200, json!(true)));
+    assert_eq!(info(4242), json!({}));
+    assert_eq!(control("DELETE", "4242", "").json()["removed"], false);
+    assert_eq!(control("DELETE", "1000890", "").status, 200);
+    assert_eq!(info(1000890), json!({}));
+
+    // What it refuses, and the router around it.
+    assert_eq!(control("POST", "4242", "[1]").status, 400);
+    assert_eq!(control("POST", "4242", "not json").status, 400);
+    assert_eq!(control("POST", "abc", "{}").status, 400);
+    assert_eq!(control("POST", "-1", "{}").status, 400);
+    assert_eq!(control("GET", "4242", "").status, 405);
+    assert_eq!(info(4242), json!({}), "nothing created by refused requests");
+    let r = send("POST", &format!("{}/_sim/nothing", sim.url()), &[], "{}");
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("/_sim/account/<i_account>"), "{}", r.body);
+    assert!(send("GET", &sim.url(), &[], "")
+        .body
+        .contains("/_sim/account"));
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod damaged_store;
 mod failures;
 mod flood;
 mod flow;
+mod freeradius;
 mod harness;
 mod ingress;
 mod limits;

@@ -19,12 +19,14 @@ fn prints_its_environment_serves_it_and_sums_up_on_sigterm() {
         .unwrap();
     let mut stdout = BufReader::new(sim.stdout.take().unwrap());
     let mut exports: Vec<(String, String)> = Vec::new();
+    let mut banner = String::new();
     loop {
         let mut line = String::new();
         assert!(
             stdout.read_line(&mut line).unwrap() > 0,
             "simulate ended early"
         );
+        banner.push_str(&line);
         if let Some(kv) = line.trim_end().strip_prefix("export ") {
             let (k, v) = kv.split_once('=').unwrap();
             exports.push((k.to_string(), v.to_string()));
@@ -33,6 +35,7 @@ fn prints_its_environment_serves_it_and_sums_up_on_sigterm() {
             break;
         }
     }
+    assert!(banner.contains("/_sim/account/1000889"), "{banner}");
     let names: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         names,
@@ -96,7 +99,10 @@ fn help_and_bad_flags() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("--target-failure-rate"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--target-failure-rate"));
+    assert!(help.contains("POST   /_sim/account/<i_account>"), "{help}");
+    assert!(help.contains("DELETE /_sim/account/<i_account>"), "{help}");
     for bad in [
         &["simulate", "--pb-failure-rate", "7"][..],
         &["simulate", "--nope"][..],

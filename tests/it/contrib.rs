@@ -398,8 +398,11 @@ fn env_assignment(line: &str) -> Option<(String, String)> {
     Some((k.to_string(), v.to_string()))
 }
 
+/// NAME=value pairs of an env file, in order.
+type Env = Vec<(String, String)>;
+
 /// The example's active assignments and its commented-out ones (`# NAME=value`), in order.
-fn env_example() -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn env_example() -> (Env, Env) {
     let (mut active, mut commented) = (Vec::new(), Vec::new());
     for line in read("espfd.env.example").lines() {
         match line.strip_prefix("# ") {
@@ -535,7 +538,7 @@ fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
 
     // What each variant changes: one commented-out line uncommented, except where the
     // example says the lines go together (the TLS pair) or one replaces another.
-    let mut variants: Vec<(String, Vec<(String, String)>, Vec<&str>)> =
+    let mut variants: Vec<(String, Env, Vec<&str>)> =
         vec![("the example as shipped".into(), vec![], vec![])];
     for (k, v) in &commented {
         let (set, drop) = match k.as_str() {

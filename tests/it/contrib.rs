@@ -237,6 +237,8 @@ fn freeradius_connector_maintains_the_users_file(tool: &str) {
     let env = [
         ("RADIUS_USERS_FILE", users.as_path()),
         ("RADIUS_LOCK_WAIT", Path::new("1")),
+        // The file only: the reload is tested against a real FreeRADIUS (freeradius.rs).
+        ("RADIUS_RELOAD", Path::new("none")),
     ];
     let run = |i_event, doc: String| {
         connector("connectors/freeradius-users.sh", tool, &env, i_event, &doc)
@@ -246,12 +248,15 @@ fn freeradius_connector_maintains_the_users_file(tool: &str) {
     let (code, msg) = run(1, account_doc(1, Some(account(r#"pa"ss\w"#, "N", "O"))));
     assert_eq!(
         (code, msg.as_str()),
-        (0, "freeradius-users: 12065550100 may log in (i_event 1)"),
+        (
+            0,
+            "freeradius-users: 12065550100 may log in (i_event 1; not reloaded: RADIUS_RELOAD=none)"
+        ),
         "{tool}"
     );
     assert_eq!(
         file(),
-        format!("{own}# espfd i_account=1000889 begin\n\"12065550100\" Cleartext-Password := \"pa\\\"ss\\\\w\"\n# espfd i_account=1000889 end\n"),
+        format!("{own}# espfd i_account=1000889 begin\n'12065550100' Cleartext-Password := 'pa\"ss\\\\w'\n# espfd i_account=1000889 end\n"),
         "{tool}"
     );
 
@@ -262,7 +267,7 @@ fn freeradius_connector_maintains_the_users_file(tool: &str) {
         1,
         "{tool}: one entry per account"
     );
-    assert!(file().contains("Cleartext-Password := \"new\""));
+    assert!(file().contains("Cleartext-Password := 'new'"));
     let (code, msg) = run(3, account_doc(3, Some(account("new", "N", "O"))));
     assert_eq!(code, 0);
     assert!(msg.contains("unchanged"), "{msg}");
@@ -270,7 +275,7 @@ fn freeradius_connector_maintains_the_users_file(tool: &str) {
     // Blocked: an explicit reject.
     assert_eq!(run(4, account_doc(4, Some(account("new", "Y", "O")))).0, 0);
     assert!(
-        file().contains("\"12065550100\" Auth-Type := Reject"),
+        file().contains("'12065550100' Auth-Type := Reject"),
         "{tool}"
     );
 
@@ -285,20 +290,43 @@ fn freeradius_connector_maintains_the_users_file(tool: &str) {
     let (code, msg) = run(6, account_doc(6, None));
     assert_eq!(
         (code, msg.as_str()),
-        (0, "freeradius-users: account 1000889 removed (i_event 6)")
+        (
+            0,
+            "freeradius-users: account 1000889 removed (i_event 6; not reloaded: RADIUS_RELOAD=none)"
+        )
     );
     assert_eq!(file(), own, "{tool}");
-    assert!(
-        !dir.0.join("authorize.lock").exists(),
-        "the lock is released"
-    );
-    let leftovers: Vec<_> = std::fs::read_dir(&dir.0).unwrap().collect();
-    assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "authorize.espfd-lock")
+        .collect();
+    assert_eq!(leftovers, ["authorize"], "no temporary file left");
 
     // Another process holding the lock: try again later.
-    std::fs::create_dir(dir.0.join("authorize.lock")).unwrap();
-    let (code, _) = run(7, account_doc(7, Some(account("x", "N", "O"))));
-    assert_eq!(code, 75, "{tool}");
+    let lock = dir.0.join("authorize.espfd-lock");
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    let held = || {
+        !Command::new("flock")
+            .args(["-n"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    };
+    while !held() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, msg) = run(7, account_doc(7, Some(account("x", "N", "O"))));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(code, 75, "{tool}: {msg}");
+    assert!(msg.contains("another run"), "{msg}");
 }
 
 #[test]
@@ -377,4 +405,231 @@ fn sqlite_connector_upserts_and_deletes_rows(tool: &str) {
 
     // Not JSON: FAILED.
     assert_eq!(run(14, "not json".into()).0, 1, "{tool}");
+}
+
+/// A NAME=value line as the SysV, OpenRC and runit scripts read it (leading blanks and
+/// `export ` dropped, one pair of surrounding quotes removed); `None` for anything else.
+fn env_assignment(line: &str) -> Option<(String, String)> {
+    let line = line.trim_start();
+    let line = line.strip_prefix("export ").unwrap_or(line);
+    let (k, v) = line.split_once('=')?;
+    let valid = !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return None;
+    }
+    let v = [('"', '"'), ('\'', '\'')]
+        .iter()
+        .find_map(|(a, b)| v.strip_prefix(*a)?.strip_suffix(*b))
+        .unwrap_or(v);
+    Some((k.to_string(), v.to_string()))
+}
+
+/// NAME=value pairs of an env file, in order.
+type Env = Vec<(String, String)>;
+
+/// The example's active assignments and its commented-out ones (`# NAME=value`), in order.
+fn env_example() -> (Env, Env) {
+    let (mut active, mut commented) = (Vec::new(), Vec::new());
+    for line in read("espfd.env.example").lines() {
+        match line.strip_prefix("# ") {
+            Some(rest) => commented.extend(env_assignment(rest)),
+            None if line.starts_with('#') || line.trim().is_empty() => {}
+            None => active
+                .push(env_assignment(line).unwrap_or_else(|| panic!("not NAME=value: {line:?}"))),
+        }
+    }
+    (active, commented)
+}
+
+/// The example with a change: `set` lines uncommented (or changed), `drop` lines taken out.
+fn env_variant(
+    active: &[(String, String)],
+    set: &[(String, String)],
+    drop: &[&str],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = active
+        .iter()
+        .filter(|(k, _)| !drop.contains(&k.as_str()) && !set.iter().any(|(s, _)| s == k))
+        .cloned()
+        .collect();
+    env.extend(set.iter().cloned());
+    env
+}
+
+#[test]
+fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
+    use espfd::sim::{Sim, SimConfig};
+
+    use crate::support::{Certs, Key};
+
+    let (active, commented) = env_example();
+    // The format's own rule: no comment after a value (it would become part of the value).
+    for (k, v) in active.iter().chain(&commented) {
+        assert!(
+            !v.contains(" #") && !v.contains("\t#"),
+            "contrib/espfd.env.example: {k}={v}: a comment after the value becomes part of it"
+        );
+    }
+    // Every authentication scheme is named in the comment just above ESPFD_AUTH=.
+    let text = read("espfd.env.example");
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("ESPFD_AUTH="))
+        .expect("ESPFD_AUTH= in the example");
+    let auth_comment: Vec<&str> = lines[..at]
+        .iter()
+        .rev()
+        .take_while(|l| l.starts_with('#'))
+        .copied()
+        .collect();
+    let auth_comment = auth_comment.join(" ");
+    for scheme in ["basic", "custom", "signature", "none"] {
+        assert!(
+            auth_comment.contains(scheme),
+            "the ESPFD_AUTH comment omits {scheme}: {auth_comment}"
+        );
+    }
+
+    // The files and URLs the example names, made real on this machine: the files under a
+    // scratch directory, PortaBilling, the ESPF API and the target at a simulator (the
+    // example's hosts are not ours to call).
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    let scratch = TempDir::new("env-example");
+    let root = scratch.0.display().to_string();
+    let certs = Certs::new();
+    let leaf = certs.leaf("server", Key::EcSec1);
+    let cfg = sim.config();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "etc/espfd/auth-password",
+            b"eventsender password\n".to_vec(),
+        ),
+        ("etc/espfd/auth-custom", b"Plain passexample\n".to_vec()),
+        ("etc/espfd/auth-key", b"signature key\n".to_vec()),
+        (
+            "etc/espfd/pb-token",
+            format!("{}\n", cfg.token).into_bytes(),
+        ),
+        (
+            "etc/espfd/pb-password",
+            format!("{}\n", cfg.password).into_bytes(),
+        ),
+        ("etc/espfd/callback-token", b"callback token\n".to_vec()),
+        (
+            "etc/espfd/portabilling-ca.pem",
+            std::fs::read(&certs.ca).unwrap(),
+        ),
+        ("etc/espfd/tls/cert.pem", std::fs::read(&leaf.cert).unwrap()),
+        ("etc/espfd/tls/key.pem", std::fs::read(&leaf.key).unwrap()),
+        (
+            "usr/local/lib/espfd/freeradius-users.sh",
+            b"#!/bin/sh\nexit 0\n".to_vec(),
+        ),
+        ("var/lib/espfd/.keep", Vec::new()),
+    ];
+    for (path, content) in &files {
+        let p = scratch.0.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+    std::fs::remove_file(scratch.0.join("var/lib/espfd/.keep")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let exec = scratch.0.join("usr/local/lib/espfd/freeradius-users.sh");
+    std::fs::set_permissions(&exec, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let localize = |(k, v): &(String, String)| -> (String, String) {
+        let v = v
+            .replace("https://portabilling.example.net", &sim.url())
+            .replace("http://127.0.0.1:9000/provision", &sim.target_url());
+        let v = ["/etc/espfd/", "/usr/local/lib/espfd/", "/var/lib/espfd"]
+            .iter()
+            .fold(v, |v, p| v.replace(p, &format!("{root}{p}")));
+        (k.clone(), v)
+    };
+    let mut active: Vec<(String, String)> = active.iter().map(localize).collect();
+    // The example's API user stands for the operator's; the simulator knows its own.
+    for (k, v) in active.iter_mut() {
+        if k == "ESPFD_PB_LOGIN" {
+            *v = cfg.login.clone();
+        }
+    }
+    let commented: Vec<(String, String)> = commented.iter().map(localize).collect();
+    let line = |name: &str| -> (String, String) {
+        commented
+            .iter()
+            .find(|(k, _)| k == name)
+            .unwrap_or_else(|| panic!("{name} is not commented out in the example"))
+            .clone()
+    };
+
+    // What each variant changes: one commented-out line uncommented, except where the
+    // example says the lines go together (the TLS pair) or one replaces another.
+    let mut variants: Vec<(String, Env, Vec<&str>)> =
+        vec![("the example as shipped".into(), vec![], vec![])];
+    for (k, v) in &commented {
+        let (set, drop) = match k.as_str() {
+            "ESPFD_TLS_CERT" | "ESPFD_TLS_KEY" => {
+                (vec![line("ESPFD_TLS_CERT"), line("ESPFD_TLS_KEY")], vec![])
+            }
+            // "Or, instead of ESPFD_TARGET_URL, a command".
+            "ESPFD_TARGET_EXEC" => (vec![(k.clone(), v.clone())], vec!["ESPFD_TARGET_URL"]),
+            _ => (vec![(k.clone(), v.clone())], vec![]),
+        };
+        variants.push((format!("{k}={v} uncommented"), set, drop));
+    }
+    // Each authentication scheme with the lines of its section.
+    let scheme = |s: &str| ("ESPFD_AUTH".to_string(), s.to_string());
+    variants.push((
+        "ESPFD_AUTH=custom".into(),
+        vec![scheme("custom"), line("ESPFD_AUTH_CUSTOM_FILE")],
+        vec![],
+    ));
+    variants.push((
+        "ESPFD_AUTH=signature".into(),
+        vec![
+            scheme("signature"),
+            line("ESPFD_AUTH_KEY_ID"),
+            line("ESPFD_AUTH_KEY_FILE"),
+            line("ESPFD_AUTH_MAX_SKEW"),
+        ],
+        vec![],
+    ));
+    variants.push((
+        "ESPFD_AUTH=none".into(),
+        vec![scheme("none")],
+        vec!["ESPFD_AUTH_USER", "ESPFD_AUTH_PASSWORD_FILE"],
+    ));
+
+    let mut tls_checked = false;
+    for (what, set, drop) in &variants {
+        let env = env_variant(&active, set, drop);
+        let out = Command::new(env!("CARGO_BIN_EXE_espfd"))
+            .arg("check")
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{what}: espfd check did not pass:\n{report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            report.starts_with("ok   configuration"),
+            "{what}:\n{report}"
+        );
+        assert!(
+            report.lines().all(|l| l.starts_with("ok   ")),
+            "{what}:\n{report}"
+        );
+        tls_checked |= report.contains("ok   TLS key matches the certificate");
+    }
+    assert!(
+        tls_checked,
+        "no variant had HTTPS: the TLS lines were not found"
+    );
 }

@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::http::AllowList;
+use crate::error::ConfigError;
+use crate::http::{AllowList, Limits, TlsFiles};
 use crate::util::parse_duration;
 
 /// One environment variable: its name, default, whether it is a secret, and its meaning.
@@ -104,23 +105,6 @@ pub const VARS: &[Var] = &[
 pub fn find_var(name: &str) -> Option<&'static Var> {
     VARS.iter().find(|v| v.name == name)
 }
-
-/// A configuration problem, naming the variable at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The variable at fault.
-    pub var: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.var, self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 fn err(var: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -240,6 +224,28 @@ impl RawConfig {
             return Err(err(name, format!("'{v}' has no host")));
         }
         Ok(v.to_string())
+    }
+
+    /// The listener's limits (`ESPFD_MAX_*` and the inbound timeouts).
+    fn limits(&self) -> Result<Limits, ConfigError> {
+        Ok(Limits {
+            max_connections: self.number("ESPFD_MAX_CONNECTIONS", 1, 100_000)? as usize,
+            max_connections_per_addr: self.number("ESPFD_MAX_CONNECTIONS_PER_ADDR", 1, 100_000)?
+                as usize,
+            first_byte_timeout: self.duration("ESPFD_FIRST_BYTE_TIMEOUT")?,
+            max_body: self.number("ESPFD_MAX_BODY", 256, 64 << 20)? as usize,
+            max_header: self.number("ESPFD_MAX_HEADER", 512, 1 << 20)? as usize,
+            max_headers: self.number("ESPFD_MAX_HEADERS", 4, 1000)? as usize,
+            max_requests_per_connection: self.number(
+                "ESPFD_MAX_REQUESTS_PER_CONNECTION",
+                1,
+                10_000_000,
+            )? as usize,
+            read_timeout: self.duration("ESPFD_READ_TIMEOUT")?,
+            idle_timeout: self.duration("ESPFD_IDLE_TIMEOUT")?,
+            write_timeout: self.duration("ESPFD_WRITE_TIMEOUT")?,
+            tls_handshake_timeout: self.duration("ESPFD_TLS_HANDSHAKE_TIMEOUT")?,
+        })
     }
 
     /// Validates everything and builds the [`Config`] the service runs with.
@@ -450,27 +456,7 @@ impl RawConfig {
             retention: self.duration("ESPFD_RETENTION")?,
             retry_initial: self.duration("ESPFD_RETRY_INITIAL")?,
             retry_max_delay: self.duration("ESPFD_RETRY_MAX_DELAY")?,
-            limits: Limits {
-                max_connections: self.number("ESPFD_MAX_CONNECTIONS", 1, 100_000)? as usize,
-                max_connections_per_addr: self.number(
-                    "ESPFD_MAX_CONNECTIONS_PER_ADDR",
-                    1,
-                    100_000,
-                )? as usize,
-                first_byte_timeout: self.duration("ESPFD_FIRST_BYTE_TIMEOUT")?,
-                max_body: self.number("ESPFD_MAX_BODY", 256, 64 << 20)? as usize,
-                max_header: self.number("ESPFD_MAX_HEADER", 512, 1 << 20)? as usize,
-                max_headers: self.number("ESPFD_MAX_HEADERS", 4, 1000)? as usize,
-                max_requests_per_connection: self.number(
-                    "ESPFD_MAX_REQUESTS_PER_CONNECTION",
-                    1,
-                    10_000_000,
-                )? as usize,
-                read_timeout: self.duration("ESPFD_READ_TIMEOUT")?,
-                idle_timeout: self.duration("ESPFD_IDLE_TIMEOUT")?,
-                write_timeout: self.duration("ESPFD_WRITE_TIMEOUT")?,
-                tls_handshake_timeout: self.duration("ESPFD_TLS_HANDSHAKE_TIMEOUT")?,
-            },
+            limits: self.limits()?,
             log_format,
             redact,
         })
@@ -577,62 +563,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Limits and timeouts of the inbound listener.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Most simultaneous connections. Defaults to 256.
-    pub max_connections: usize,
-    /// Most simultaneous connections from one IP address (never more than
-    /// `max_connections`). Defaults to 64.
-    pub max_connections_per_addr: usize,
-    /// Time a new connection has to send its first byte (over TLS: the first byte of the
-    /// handshake, then the first byte of its first request), at most `idle_timeout`.
-    /// Defaults to 5 s.
-    pub first_byte_timeout: Duration,
-    /// Largest request body. Defaults to 64 KiB.
-    pub max_body: usize,
-    /// Largest request head. Defaults to 8 KiB.
-    pub max_header: usize,
-    /// Most header lines in one request. Defaults to 64.
-    pub max_headers: usize,
-    /// Requests served on one connection before it is closed. Defaults to 10 000.
-    pub max_requests_per_connection: usize,
-    /// Time to receive one whole request. Defaults to 10 s.
-    pub read_timeout: Duration,
-    /// Time an idle keep-alive connection is kept. Defaults to 60 s.
-    pub idle_timeout: Duration,
-    /// Time to send one reply. Defaults to 10 s.
-    pub write_timeout: Duration,
-    /// Time for a client to complete the TLS handshake. Defaults to 10 s.
-    pub tls_handshake_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 256,
-            max_connections_per_addr: 64,
-            first_byte_timeout: Duration::from_secs(5),
-            max_body: 64 * 1024,
-            max_header: 8192,
-            max_headers: 64,
-            max_requests_per_connection: 10_000,
-            read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(10),
-            tls_handshake_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// The certificate and key files of HTTPS (`ESPFD_TLS_CERT`, `ESPFD_TLS_KEY`). They are read
-/// when the service starts and again on SIGHUP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 /// The validated configuration of the service.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -668,6 +598,16 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Field names whose values are hidden in logs (lower-case; empty for `none`).
     pub redact: Vec<String>,
+}
+
+/// The listener's limits when no variable is set: the defaults of [`VARS`], so that each is
+/// written once. Implemented here rather than in `http`, which does not know the variables.
+impl Default for Limits {
+    fn default() -> Limits {
+        RawConfig::from_lookup(|_| None)
+            .and_then(|raw| raw.limits())
+            .expect("the defaults in VARS are valid limits")
+    }
 }
 
 /// The text of `espfd help env`.

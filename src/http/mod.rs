@@ -8,15 +8,17 @@
 //! answer `Expect: 100-continue` and leaves the body out of HEAD replies.
 
 mod allow;
+mod limits;
 mod parse;
 mod server;
 mod slots;
 mod tls;
 
 pub use allow::AllowList;
+pub use limits::Limits;
 pub use parse::{parse_request, request_head, Parsed, Rejected};
 pub use server::{serve, serve_with, Handler, Options, Server};
-pub use tls::Tls;
+pub use tls::{Tls, TlsFiles};
 
 use std::net::SocketAddr;
 

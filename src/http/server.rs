@@ -8,11 +8,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::allow::AllowList;
+use super::limits::Limits;
 use super::parse::{parse_request, request_head, Parsed};
 use super::slots::Slots;
 use super::tls::{self, Tls, Transport};
 use super::{reason, Request, Response};
-use crate::config::Limits;
 use crate::metrics::{self, Closed, Refused};
 use crate::util::Throttled;
 

@@ -34,8 +34,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::config::Limits;
-use crate::http::{serve, Request, Response, Server};
+use crate::http::{serve, Limits, Request, Response, Server};
 use crate::util::{jitter_u64, now_ms};
 
 pub use espf::PREDEFINED_GROUPS;

@@ -5,7 +5,8 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use espfd::config::{InboundAuth, Limits};
+use espfd::config::InboundAuth;
+use espfd::http::Limits;
 use espfd::ingress::Ingress;
 use espfd::store::Store;
 

@@ -9,14 +9,18 @@
 //! trailing newline is dropped), so that they stay out of the process environment listing.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::espf::{EspfAuth, EspfFormat, EspfSettings};
 use crate::http::{AllowList, Limits, TlsFiles};
-use crate::util::parse_duration;
+use crate::ingress::InboundAuth;
+use crate::logging::LogFormat;
+use crate::portabilling::{PbSecret, PbSettings};
+use crate::target::{TargetSettings, TargetSpec};
+use crate::util::{parse_duration, Secret};
 
 /// One environment variable: its name, default, whether it is a secret, and its meaning.
 pub struct Var {
@@ -377,25 +381,29 @@ impl RawConfig {
                 ))
             }
         };
-        let espf_auth = match self.required("ESPFD_ESPF_AUTH")? {
-            "bearer" => EspfAuth::Bearer,
-            "basic" => {
-                if !matches!(pb_secret, PbSecret::Password(_)) {
-                    return Err(err(
+        let espf_auth =
+            match self.required("ESPFD_ESPF_AUTH")? {
+                "bearer" => EspfAuth::Bearer,
+                "basic" => match &pb_secret {
+                    PbSecret::Password(password) => EspfAuth::Basic {
+                        login: pb_login.clone(),
+                        password: Secret(password.clone()),
+                    },
+                    PbSecret::Token(_) => return Err(err(
                         "ESPFD_ESPF_AUTH",
                         "basic needs ESPFD_PB_PASSWORD (an API token cannot be sent as basic auth)",
-                    ));
+                    )),
+                },
+                other => {
+                    return Err(err(
+                        "ESPFD_ESPF_AUTH",
+                        format!("'{other}' is not one of bearer, basic"),
+                    ))
                 }
-                EspfAuth::Basic
-            }
-            other => {
-                return Err(err(
-                    "ESPFD_ESPF_AUTH",
-                    format!("'{other}' is not one of bearer, basic"),
-                ))
-            }
-        };
+            };
         let group = self.required("ESPFD_GROUP")?.to_string();
+        let workers = self.number("ESPFD_WORKERS", 1, 256)? as usize;
+        let pb_timeout = self.duration("ESPFD_PB_TIMEOUT")?;
         let target = match (self.get("ESPFD_TARGET_URL"), self.get("ESPFD_TARGET_EXEC")) {
             (Some(u), None) => TargetSpec::Http(self.url("ESPFD_TARGET_URL", u)?),
             (None, Some(cmd)) if !cmd.trim().is_empty() => TargetSpec::Exec(cmd.to_string()),
@@ -433,24 +441,43 @@ impl RawConfig {
             auth,
             tls,
             allow_from,
-            pb_url,
-            pb_login,
-            pb_secret,
-            pb_ca_file,
-            pb_timeout: self.duration("ESPFD_PB_TIMEOUT")?,
-            espf_url,
-            espf_format,
-            espf_auth,
+            // The ESPF API is reached like PortaBilling: same CAs, same time limit, and as
+            // many calls at once as there are workers, plus room for /readyz and a login.
+            espf: EspfSettings {
+                url: espf_url,
+                format: espf_format,
+                auth: espf_auth,
+                group: group.clone(),
+                ca_file: pb_ca_file.clone(),
+                timeout: pb_timeout,
+                pool: workers + 2,
+            },
+            pb: PbSettings {
+                url: pb_url,
+                login: pb_login,
+                secret: pb_secret,
+                ca_file: pb_ca_file,
+                timeout: pb_timeout,
+                pool: workers + 2,
+            },
             group,
-            target,
-            exec_timeout: self.duration("ESPFD_EXEC_TIMEOUT")?,
+            target: TargetSettings {
+                spec: target,
+                timeout: self.duration("ESPFD_TARGET_TIMEOUT")?,
+                exec_timeout: self.duration("ESPFD_EXEC_TIMEOUT")?,
+                pool: workers,
+                hidden_env: VARS
+                    .iter()
+                    .filter(|v| v.secret)
+                    .flat_map(|v| [v.name.to_string(), format!("{}_FILE", v.name)])
+                    .collect(),
+            },
             callback_token: self
                 .get("ESPFD_CALLBACK_TOKEN")
                 .map(|t| Secret(t.to_string())),
             async_timeout: self.duration("ESPFD_ASYNC_TIMEOUT")?,
             shutdown_grace: self.duration("ESPFD_SHUTDOWN_GRACE")?,
-            target_timeout: self.duration("ESPFD_TARGET_TIMEOUT")?,
-            workers: self.number("ESPFD_WORKERS", 1, 256)? as usize,
+            workers,
             state_dir: PathBuf::from(self.required("ESPFD_STATE_DIR")?),
             retry_max_age: self.duration("ESPFD_RETRY_MAX_AGE")?,
             retention: self.duration("ESPFD_RETENTION")?,
@@ -463,106 +490,6 @@ impl RawConfig {
     }
 }
 
-/// How ESPF must authenticate its POSTs.
-#[derive(Clone, PartialEq, Eq)]
-pub enum InboundAuth {
-    /// `Authorization: Basic base64(user:password)`.
-    Basic { user: String, password: String },
-    /// The whole `Authorization` value, e.g. `Plain passexample`.
-    Custom { value: String },
-    /// `Authorization: Signature keyId="..",algorithm="hmac-sha1",signature=".."`: HMAC-SHA1
-    /// with `key` over the `Date` header, which must be within `max_skew` of now.
-    Signature {
-        key_id: String,
-        key: String,
-        max_skew: Duration,
-    },
-    /// No authentication (must be chosen explicitly).
-    None,
-}
-
-impl fmt::Debug for InboundAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            InboundAuth::Basic { user, .. } => {
-                write!(f, "Basic {{ user: {user:?}, password: <redacted> }}")
-            }
-            InboundAuth::Custom { .. } => write!(f, "Custom {{ value: <redacted> }}"),
-            InboundAuth::Signature {
-                key_id, max_skew, ..
-            } => write!(
-                f,
-                "Signature {{ key_id: {key_id:?}, key: <redacted>, max_skew: {max_skew:?} }}"
-            ),
-            InboundAuth::None => write!(f, "None"),
-        }
-    }
-}
-
-/// The PortaBilling credential.
-#[derive(Clone, PartialEq, Eq)]
-pub enum PbSecret {
-    /// Login with a password.
-    Password(String),
-    /// Login with an API token.
-    Token(String),
-}
-
-impl fmt::Debug for PbSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PbSecret::Password(_) => f.write_str("Password(<redacted>)"),
-            PbSecret::Token(_) => f.write_str("Token(<redacted>)"),
-        }
-    }
-}
-
-/// Body encoding of ESPF status reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EspfFormat {
-    /// `application/x-www-form-urlencoded`.
-    Form,
-    /// `application/json`.
-    Json,
-}
-
-/// Authentication of ESPF status reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EspfAuth {
-    /// The PortaBilling session's access token.
-    Bearer,
-    /// The PortaBilling login and password.
-    Basic,
-}
-
-/// A secret value; its `Debug` output is redacted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// Where events are delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetSpec {
-    /// `POST` of the event document to this URL.
-    Http(String),
-    /// This shell command, with the event document on stdin.
-    Exec(String),
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 /// The validated configuration of the service.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -573,21 +500,18 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Peers allowed to connect (empty: everyone).
     pub allow_from: AllowList,
-    pub pb_url: String,
-    pub pb_login: String,
-    pub pb_secret: PbSecret,
-    pub pb_ca_file: Option<PathBuf>,
-    pub pb_timeout: Duration,
-    pub espf_url: String,
-    pub espf_format: EspfFormat,
-    pub espf_auth: EspfAuth,
+    /// The PortaBilling API client's settings (`ESPFD_PB_*`).
+    pub pb: PbSettings,
+    /// The ESPF status client's settings (`ESPFD_ESPF_*`, `ESPFD_GROUP`, and the PortaBilling
+    /// CA file and time limit).
+    pub espf: EspfSettings,
+    /// The ESPF service group statuses are reported for (`ESPFD_GROUP`).
     pub group: String,
-    pub target: TargetSpec,
-    pub exec_timeout: Duration,
+    /// The connector's settings (`ESPFD_TARGET_*`, `ESPFD_EXEC_TIMEOUT`).
+    pub target: TargetSettings,
     pub callback_token: Option<Secret>,
     pub async_timeout: Duration,
     pub shutdown_grace: Duration,
-    pub target_timeout: Duration,
     pub workers: usize,
     pub state_dir: PathBuf,
     pub retry_max_age: Duration,
@@ -658,7 +582,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.events_path, "/events");
         assert_eq!(c.workers, 4);
-        assert_eq!(c.espf_url, "https://pb.example.net");
+        assert_eq!(c.espf.url, "https://pb.example.net");
         assert_eq!(c.limits.max_body, 65536);
         assert_eq!(c.retry_max_age, Duration::from_secs(86_400));
         assert_eq!(c.limits.max_headers, 64);
@@ -746,7 +670,7 @@ mod tests {
         m.remove("ESPFD_PB_PASSWORD");
         m.insert("ESPFD_PB_PASSWORD_FILE".into(), f.display().to_string());
         let c = validate(&m).unwrap();
-        assert_eq!(c.pb_secret, PbSecret::Password("from-file".into()));
+        assert_eq!(c.pb.secret, PbSecret::Password("from-file".into()));
         m.insert("ESPFD_PB_PASSWORD".into(), "x".into());
         assert_eq!(validate(&m).unwrap_err().var, "ESPFD_PB_PASSWORD");
         let mut m = base();

@@ -23,7 +23,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// What can go wrong outside of event processing (whose failures are
-/// [`crate::outbound::Failure`]).
+/// `outbound::Failure`).
 #[derive(Debug)]
 pub enum Error {
     /// A configuration value is missing or invalid; names the variable.

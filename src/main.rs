@@ -27,7 +27,7 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
     match words.as_slice() {
         [] | ["run"] => {
             let config = RawConfig::from_env()?.validate()?;
-            logging::init_for(&config);
+            logging::init_for(config.log_format, &config.redact);
             service::run(&config)?;
             Ok(ExitCode::SUCCESS)
         }

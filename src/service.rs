@@ -90,9 +90,9 @@ impl Service {
             None => None,
         };
         let (store, writer) = Store::open(&config.state_dir, config.workers)?;
-        let pb = Arc::new(PbClient::new(config)?);
-        let espf = EspfClient::new(config, pb.clone())?;
-        let target = Target::from_config(config)?;
+        let pb = Arc::new(PbClient::new(&config.pb)?);
+        let espf = EspfClient::new(&config.espf, pb.clone())?;
+        let target = Target::new(&config.target)?;
         let ctx = Arc::new(Ctx {
             store: store.clone(),
             pb,

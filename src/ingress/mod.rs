@@ -8,17 +8,16 @@
 
 mod auth;
 
-pub use auth::{check as check_auth, Denied};
+pub use auth::{check as check_auth, Denied, InboundAuth};
 
 use crossbeam_channel::Sender;
 
-use crate::config::{InboundAuth, Secret};
 use crate::error::Error;
 use crate::event::Event;
 use crate::http::{Handler, Request, Response};
 use crate::pipeline::{Step, Wakers};
 use crate::store::{Completed, Completion, Inserted, NewEvent, Store};
-use crate::util::{constant_time_eq, now_ms, Throttled};
+use crate::util::{constant_time_eq, now_ms, Secret, Throttled};
 
 /// Failed-authentication log lines: at most one a second, with a count of the rest, so that
 /// a flood of wrong credentials cannot fill the disk the store shares. Process-wide (one

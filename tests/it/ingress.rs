@@ -5,9 +5,8 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use espfd::config::InboundAuth;
 use espfd::http::Limits;
-use espfd::ingress::Ingress;
+use espfd::ingress::{InboundAuth, Ingress};
 use espfd::store::Store;
 
 use crate::harness::{account_event, agent, basic, post, Harness, TempDir, PASSWORD, USER};

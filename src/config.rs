@@ -106,8 +106,20 @@ pub const VARS: &[Var] = &[
 ];
 
 /// Looks a variable up by name in [`VARS`].
-pub fn find_var(name: &str) -> Option<&'static Var> {
+fn find_var(name: &str) -> Option<&'static Var> {
     VARS.iter().find(|v| v.name == name)
+}
+
+/// One variable as the process environment has it; empty counts as unset. espfd reads its
+/// environment only through here: [`RawConfig::from_env`] for the service and `check`, and
+/// the commands that need a few variables and no whole configuration (`events`, `send`).
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// One variable as the process environment has it, else its default in [`VARS`].
+pub fn env_or_default(name: &str) -> Option<String> {
+    env_var(name).or_else(|| find_var(name)?.default.map(str::to_string))
 }
 
 fn err(var: &str, reason: impl Into<String>) -> ConfigError {
@@ -143,7 +155,7 @@ pub struct RawConfig {
 impl RawConfig {
     /// Reads the process environment.
     pub fn from_env() -> Result<RawConfig, ConfigError> {
-        RawConfig::from_lookup(|name| std::env::var(name).ok())
+        RawConfig::from_lookup(env_var)
     }
 
     /// Reads every variable of [`VARS`] through `lookup`; tests pass a map.

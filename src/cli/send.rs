@@ -400,9 +400,7 @@ impl Target {
 fn url_from_env(env: &dyn Fn(&str) -> Option<String>) -> String {
     let listen = env("ESPFD_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
     let listen = match listen.parse::<SocketAddr>() {
-        Ok(SocketAddr::V4(a)) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
-        Ok(SocketAddr::V6(a)) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
-        Ok(a) => a.to_string(),
+        Ok(a) => crate::http::local_address(a).to_string(),
         Err(_) => listen,
     };
     let path = env("ESPFD_EVENTS_PATH").unwrap_or_else(|| "/events".into());
@@ -825,7 +823,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, Error> {
         print!("{HELP}");
         return Ok(ExitCode::SUCCESS);
     }
-    let plan = raw.validate(&|name| std::env::var(name).ok().filter(|v| !v.is_empty()))?;
+    let plan = raw.validate(&crate::config::env_var)?;
     let addr = (plan.target.host.as_str(), plan.target.port)
         .to_socket_addrs()
         .map_err(|e| Error::Other(format!("send: cannot resolve {}: {e}", plan.target.host)))?

@@ -22,6 +22,21 @@ pub use tls::{Tls, TlsFiles};
 
 use std::net::SocketAddr;
 
+/// The address a client on this machine connects to for a listener bound to `addr`: a
+/// wildcard bind (`0.0.0.0`, `::`) becomes loopback (`127.0.0.1`, `::1`), any other address
+/// stays as it is. The port is kept.
+pub fn local_address(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        a => a,
+    }
+}
+
 /// A parsed request with its whole body.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -148,5 +163,19 @@ pub fn reason(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_binds_are_reached_on_loopback() {
+        let local = |s: &str| local_address(s.parse().unwrap()).to_string();
+        assert_eq!(local("0.0.0.0:8080"), "127.0.0.1:8080");
+        assert_eq!(local("[::]:8443"), "[::1]:8443");
+        assert_eq!(local("10.1.2.3:80"), "10.1.2.3:80");
+        assert_eq!(local("[fe80::1]:80"), "[fe80::1]:80");
     }
 }

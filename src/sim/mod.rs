@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::http::{serve, Limits, Request, Response, Server};
+use crate::http::{local_address, serve, Limits, Request, Response, Server};
 use crate::util::{jitter_u64, now_ms};
 
 pub use espf::PREDEFINED_GROUPS;
@@ -374,15 +374,7 @@ impl Sim {
             Arc::new(move |req: Request| handler.handle(req)),
         )?;
         // A wildcard bind is reachable on loopback; a URL naming 0.0.0.0 is not portable.
-        let addr = match bound {
-            SocketAddr::V4(a) if a.ip().is_unspecified() => {
-                SocketAddr::from(([127, 0, 0, 1], a.port()))
-            }
-            SocketAddr::V6(a) if a.ip().is_unspecified() => {
-                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-            }
-            a => a,
-        };
+        let addr = local_address(bound);
         Ok(Sim {
             addr,
             inner,

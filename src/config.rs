@@ -3,7 +3,13 @@
 //! [`VARS`] is the single list of every variable espfd reads, with its default and meaning;
 //! `espfd help env` prints it and [`RawConfig::from_lookup`] reads exactly those names. The rest
 //! of the program only ever sees a [`Config`], whose values have been checked. A problem is
-//! reported naming the variable at fault, before anything listens.
+//! reported naming the variable at fault, before anything listens. Each default is written
+//! there and nowhere else: `help env`, `contrib/espfd.env.example` (a test keeps it in step)
+//! and [`Limits::default`] come from it.
+//!
+//! This module sits above the components: it builds each one's settings type (`PbSettings`,
+//! `EspfSettings`, `TargetSettings`, `InboundAuth`, `Limits`, ...), defined where it is used,
+//! and none of them imports it.
 //!
 //! Secrets may instead be given as `<NAME>_FILE`, the path of a file holding the value (one
 //! trailing newline is dropped), so that they stay out of the process environment listing.
@@ -604,6 +610,8 @@ mod tests {
         assert_eq!(c.limits.first_byte_timeout, Duration::from_secs(5));
         assert_eq!(c.tls, None);
         assert!(c.allow_from.allows_everyone());
+        // Listeners started without a configuration (simulators, tests) get the same limits.
+        assert_eq!(Limits::default(), c.limits);
     }
 
     #[test]
@@ -705,11 +713,21 @@ mod tests {
     }
 
     #[test]
-    fn help_lists_every_variable_with_default() {
+    fn help_shows_each_default_and_marks_secrets() {
+        // What an operator reads: the default as written in VARS, "(none)" where there is
+        // none, and a star on the secrets that accept <NAME>_FILE.
         let text = help_env();
-        for v in VARS {
-            assert!(text.contains(v.name));
-        }
-        assert!(text.contains("default: 0.0.0.0:8080"));
+        assert!(
+            text.contains("\nESPFD_LISTEN\n    default: 0.0.0.0:8080\n    address and port"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nESPFD_PB_PASSWORD*\n    default: (none)\n    password of"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nESPFD_PB_LOGIN\n    default: (none)\n"),
+            "{text}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! A small HTTP/1.1 server: the ingress and the simulators both run on it.
 //!
-//! Why our own: see product.md ("tiny_http, which the first design named, is not used"). This
+//! Why our own: see the README ("How it works", why no tiny_http). This
 //! is a std `TcpListener`, one thread per connection up to a fixed maximum, deadlines on every
 //! read and write, caps on the request head and body, and `httparse` for the head; optionally
 //! TLS (rustls, [`Tls`]) and an IP allow-list ([`AllowList`]). It is not a general web

@@ -1,6 +1,6 @@
 //! The front door: routes, ESPF authentication, event validation and the durable hand-off.
 //!
-//! Replies to ESPF (product.md, "Ingress contract"): 200 once the event is on disk or is a
+//! Replies to ESPF (the README, "What espfd answers ESPF"): 200 once the event is on disk or is a
 //! repeat of a stored `i_event`; 401 for bad credentials; 400 with a one-line reason for a
 //! body that is not a valid event; 413 for a body over the limit (from the HTTP layer);
 //! 404/405 for wrong paths and methods; 503 with `Retry-After` when the store cannot take it.

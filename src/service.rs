@@ -222,8 +222,10 @@ impl Service {
     }
 }
 
-/// Runs the service until SIGTERM or SIGINT; SIGHUP reloads the TLS certificate and key.
+/// Installs the logger as configured, then runs the service until SIGTERM or SIGINT; SIGHUP
+/// reloads the TLS certificate and key.
 pub fn run(config: &Config) -> Result<(), Error> {
+    crate::logging::init_for(config.log_format, &config.redact);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone())

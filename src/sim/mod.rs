@@ -22,6 +22,7 @@
 //! everything in memory, signs nothing (its access tokens only look like JWTs) and trusts
 //! its caller — it is a test double, never to be exposed to a network one does not control.
 
+mod dataverse;
 mod espf;
 mod fixtures;
 mod pb;
@@ -40,6 +41,7 @@ use serde_json::Value;
 use crate::http::{local_address, serve, Limits, Request, Response, Server};
 use crate::util::{jitter_u64, now_ms};
 
+pub use dataverse::{CLIENT_ID as DATAVERSE_CLIENT_ID, CLIENT_SECRET as DATAVERSE_CLIENT_SECRET};
 pub use espf::PREDEFINED_GROUPS;
 pub use pb::{FAULT_INVALID_REQUEST, FAULT_UNKNOWN_METHOD};
 pub use pyhss::PROVISIONING_KEY as PYHSS_PROVISIONING_KEY;
@@ -221,6 +223,8 @@ struct State {
     pyhss: pyhss::PyHss,
     /// The fake Stalker portal's accounts (`/stalker_portal/api`).
     stalker: stalker::Stalker,
+    /// The fake OAuth 2.0 token endpoint and Dataverse Web API (`/oauth`, `/dataverse`).
+    dataverse: dataverse::Dataverse,
 }
 
 /// When the simulated target calls espfd's completion endpoint, relative to its own reply.
@@ -298,6 +302,12 @@ impl Inner {
         if let Some(rest) = path.strip_prefix("/stalker_portal/api/") {
             return stalker::handle(self, req, rest);
         }
+        if let Some(rest) = path.strip_prefix("/oauth/") {
+            return dataverse::token(self, req, rest);
+        }
+        if let Some(rest) = path.strip_prefix("/dataverse/") {
+            return dataverse::data(self, req, rest);
+        }
         if path == "/" {
             if req.method != "GET" && req.method != "HEAD" {
                 return method_not_allowed("GET");
@@ -335,7 +345,9 @@ GET  /espf/v1/groups                   ESPF service groups\n\
 POST /espf/v1/group/create             register a custom service group\n\
 POST /target                           HTTP provisioning target\n\
 PUT|PATCH|GET|DELETE /pyhss/subscriber/...   a fake PyHSS (HSS) REST API (header Provisioning-Key)\n\
-GET|POST|PUT|DELETE /stalker_portal/api/accounts[/<id>]   a fake Stalker/Ministra IPTV portal (Basic auth)\n";
+GET|POST|PUT|DELETE /stalker_portal/api/accounts[/<id>]   a fake Stalker/Ministra IPTV portal (Basic auth)\n\
+POST /oauth/<tenant>/oauth2/v2.0/token   a fake OAuth 2.0 client-credentials token endpoint\n\
+PATCH|GET|DELETE /dataverse/api/data/v9.2/<set>(<key>=<value>)   a fake Dataverse Web API (Bearer)\n";
 
 /// A running simulator. Dropping it stops the server too; [`Sim::shutdown`] does it
 /// explicitly.
@@ -377,6 +389,7 @@ impl Sim {
             callback_replies: Arc::default(),
             pyhss: pyhss::PyHss::default(),
             stalker: stalker::Stalker::default(),
+            dataverse: dataverse::Dataverse::default(),
         };
         let inner = Arc::new(Inner {
             cfg,
@@ -663,6 +676,26 @@ impl Sim {
     /// The fake Stalker portal's accounts, in creation order.
     pub fn stalker_accounts(&self) -> Vec<Value> {
         self.inner.state().stalker.accounts()
+    }
+
+    /// The fake Dataverse's records of `entity_set`: (`key=value`, record).
+    pub fn dataverse_records(&self, entity_set: &str) -> Vec<(String, Value)> {
+        self.inner.state().dataverse.records(entity_set)
+    }
+
+    /// How many access tokens the fake OAuth 2.0 endpoint has issued.
+    pub fn oauth_tokens_issued(&self) -> usize {
+        self.inner.state().dataverse.issued
+    }
+
+    /// The lifetime of the access tokens issued from now on (`expires_in`).
+    pub fn set_oauth_ttl(&self, ttl: Duration) {
+        self.inner.state().dataverse.ttl = ttl;
+    }
+
+    /// Invalidates every access token issued so far: the next data call is 401.
+    pub fn revoke_oauth_tokens(&self) {
+        self.inner.state().dataverse.revoke();
     }
 
     /// ESPF status reports take `delay` before they are answered (zero: at once).

@@ -236,3 +236,142 @@ fn sim_cards_are_found_by_account_imsi_or_iccid() {
     );
     assert_eq!(pb("get_card_info", r#"{"imsi": "0"}"#), json!({}));
 }
+
+#[test]
+fn dataverse_issues_client_credentials_tokens_and_upserts_by_alternate_key() {
+    use espfd::sim::{DATAVERSE_CLIENT_ID, DATAVERSE_CLIENT_SECRET};
+    use espfd::util::{base64_encode, form_encode};
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    let token_url = format!("{}/oauth/contoso/oauth2/v2.0/token", sim.url());
+    let form = "application/x-www-form-urlencoded";
+    let grant = "grant_type=client_credentials&scope=https%3A%2F%2Forg.crm.dynamics.com%2F.default";
+
+    // RFC 6749 §2.3.1: id and secret form-urlencoded, then Basic.
+    let basic_client = format!(
+        "Basic {}",
+        base64_encode(
+            format!(
+                "{}:{}",
+                form_encode(DATAVERSE_CLIENT_ID),
+                form_encode(DATAVERSE_CLIENT_SECRET)
+            )
+            .as_bytes()
+        )
+    );
+    let (code, tok) = call(
+        "POST",
+        &token_url,
+        &[("Authorization", basic_client.as_str())],
+        Some((form, grant)),
+    );
+    assert_eq!(code, 200, "{tok}");
+    assert_eq!(tok["token_type"], "Bearer");
+    assert_eq!(tok["expires_in"], 3600);
+    // The same secret unencoded in the header is wrong (its ':' splits it).
+    let raw = format!(
+        "Basic {}",
+        base64_encode(format!("{DATAVERSE_CLIENT_ID}:{DATAVERSE_CLIENT_SECRET}").as_bytes())
+    );
+    let (code, body) = call(
+        "POST",
+        &token_url,
+        &[("Authorization", raw.as_str())],
+        Some((form, grant)),
+    );
+    assert_eq!((code, body), (401, json!({"error": "invalid_client"})));
+    // client_secret_post.
+    let post = format!(
+        "{grant}&client_id={}&client_secret={}",
+        form_encode(DATAVERSE_CLIENT_ID),
+        form_encode(DATAVERSE_CLIENT_SECRET)
+    );
+    assert_eq!(call("POST", &token_url, &[], Some((form, &post))).0, 200);
+    let (code, body) = call("POST", &token_url, &[], Some((form, "grant_type=password")));
+    assert_eq!(
+        (code, body["error"].clone()),
+        (400, json!("unsupported_grant_type"))
+    );
+    assert_eq!(sim.oauth_tokens_issued(), 2);
+
+    let bearer = format!("Bearer {}", tok["access_token"].as_str().unwrap());
+    let h = [("Authorization", bearer.as_str())];
+    let contact = format!(
+        "{}/dataverse/api/data/v9.2/contacts(espfd_iaccount=1000889)",
+        sim.url()
+    );
+    let json_ct = "application/json";
+    assert_eq!(call("PATCH", &contact, &[], Some((json_ct, "{}"))).0, 401);
+    let update_only = [("Authorization", bearer.as_str()), ("If-Match", "*")];
+    assert_eq!(
+        call(
+            "PATCH",
+            &contact,
+            &update_only,
+            Some((json_ct, r#"{"lastname":"x"}"#))
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            "PATCH",
+            &contact,
+            &h,
+            Some((json_ct, r#"{"lastname":"Lopez","telephone1":"1"}"#))
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            "PATCH",
+            &contact,
+            &update_only,
+            Some((json_ct, r#"{"telephone1":"2"}"#))
+        )
+        .0,
+        204
+    );
+    let create_only = [("Authorization", bearer.as_str()), ("If-None-Match", "*")];
+    assert_eq!(
+        call("PATCH", &contact, &create_only, Some((json_ct, "{}"))).0,
+        412
+    );
+    let (code, record) = call("GET", &contact, &h, None);
+    assert_eq!(
+        (code, record),
+        (200, json!({"lastname": "Lopez", "telephone1": "2"}))
+    );
+    assert_eq!(
+        sim.dataverse_records("contacts")[0].0,
+        "espfd_iaccount=1000889"
+    );
+    let quoted = format!(
+        "{}/dataverse/api/data/v9.2/contacts(emailaddress1='o''brien%40example.com')",
+        sim.url()
+    );
+    assert_eq!(call("PATCH", &quoted, &h, Some((json_ct, "{}"))).0, 204);
+    assert!(sim
+        .dataverse_records("contacts")
+        .iter()
+        .any(|(k, _)| k == "emailaddress1=o'brien@example.com"));
+
+    sim.revoke_oauth_tokens();
+    assert_eq!(call("GET", &contact, &h, None).0, 401);
+    let (_, tok) = call("POST", &token_url, &[], Some((form, &post)));
+    let bearer = format!("Bearer {}", tok["access_token"].as_str().unwrap());
+    assert_eq!(
+        call(
+            "DELETE",
+            &contact,
+            &[("Authorization", bearer.as_str())],
+            None
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        call("GET", &contact, &[("Authorization", bearer.as_str())], None).0,
+        404
+    );
+}

@@ -1,234 +1,20 @@
-//! Lanes and workers: from a stored event to the target and back to ESPF.
-//!
-//! There are `ESPFD_WORKERS` lanes, one worker thread each. An event's lane is fixed by its
-//! ordering key (the entity), so one entity's events are handled by one thread. Each worker
-//! has a bounded crossbeam channel that only says "your lane has work"; the store is the
-//! queue. A full channel already means "wake up", so the listener never waits on a worker,
-//! and a backlog of any size lives on disk, not in memory.
-//!
-//! A worker takes, in arrival order, the events of its lane that are due and first in line
-//! for their entity. An event waiting for a retry therefore holds back the later events of
-//! its own entity but no one else's. Processing is level-triggered: the entity's current
-//! state is read from PortaBilling at the time of processing.
+//! One event in a worker's hands: an attempt (look the entity up, call the target), or the
+//! status report still owed, then what is recorded: [`conclude`] for an end (or a report
+//! owed), [`retry_later`] for a transient failure, each through [`save`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
-
-use crate::espf::{EspfClient, Status};
+use super::{Ctx, Step};
+use crate::espf::Status;
 use crate::event::Event;
 use crate::outbound::Failure;
-use crate::portabilling::PbClient;
-use crate::store::{Early, Row, Store, Update};
-use crate::target::{self, Delivery, Outcome, Target};
-use crate::util::{format_rfc3339, jitter_u64, now_ms};
-
-/// Events fetched per store query.
-const BATCH: usize = 64;
-/// Longest sleep of an idle worker before it looks at the store again anyway; this is how
-/// `espfd events replay`, run from another process, is noticed.
-const IDLE_POLL: Duration = Duration::from_secs(1);
-
-/// What happened to an event, for `espfd demo` and tests to follow along.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// ESPF's POST was stored (or was a repeat).
-    Received {
-        i_event: i64,
-        event_type: String,
-        entity: String,
-        repeat: bool,
-    },
-    /// PortaBilling was asked for the entity.
-    LookedUp {
-        i_event: i64,
-        entity: String,
-        found: bool,
-    },
-    /// The target answered.
-    Delivered { i_event: i64, outcome: String },
-    /// A status was reported to ESPF.
-    Reported {
-        i_event: i64,
-        i_account: i64,
-        status: &'static str,
-    },
-    /// The event will be tried again.
-    Retrying {
-        i_event: i64,
-        attempt: i64,
-        delay_ms: i64,
-        reason: String,
-    },
-    /// The event reached a final state (`done`, `failed` or `in_progress`).
-    Finished {
-        i_event: i64,
-        state: &'static str,
-        message: String,
-    },
-}
-
-/// Everything a worker needs.
-pub struct Ctx {
-    pub store: Store,
-    pub pb: Arc<PbClient>,
-    pub espf: EspfClient,
-    pub target: Target,
-    pub group: String,
-    pub retry_max_age_ms: i64,
-    pub retry_initial_ms: i64,
-    pub retry_max_delay_ms: i64,
-    pub async_timeout_ms: i64,
-    pub observer: Option<Sender<Step>>,
-}
-
-impl Ctx {
-    fn emit(&self, step: Step) {
-        if let Some(o) = &self.observer {
-            let _ = o.send(step);
-        }
-    }
-}
-
-/// Wakes the worker of a lane; cheap to clone.
-#[derive(Clone)]
-pub struct Wakers(Arc<Vec<Sender<()>>>);
-
-impl Wakers {
-    /// Wakers for `lanes` lanes that have no worker (an ingress on its own, in tests).
-    pub fn unconnected(lanes: usize) -> Wakers {
-        Wakers(Arc::new((0..lanes).map(|_| bounded(1).0).collect()))
-    }
-
-    /// Tells lane `lane` there is work. Never blocks.
-    pub fn wake(&self, lane: usize) {
-        if let Some(tx) = self.0.get(lane) {
-            let _ = tx.try_send(());
-        }
-    }
-
-    fn wake_all(&self) {
-        for lane in 0..self.0.len() {
-            self.wake(lane);
-        }
-    }
-}
-
-/// The running workers.
-pub struct Pipeline {
-    wakers: Wakers,
-    stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-impl Pipeline {
-    /// Starts one worker per lane of the store. Each looks at the store at once, so events
-    /// left unfinished by an earlier run are picked up.
-    pub fn start(ctx: Arc<Ctx>) -> std::io::Result<Pipeline> {
-        let lanes = ctx.store.lanes();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut senders = Vec::with_capacity(lanes);
-        let mut workers = Vec::with_capacity(lanes);
-        for lane in 0..lanes {
-            let (tx, rx) = bounded::<()>(1);
-            senders.push(tx);
-            let ctx = ctx.clone();
-            let stop = stop.clone();
-            workers.push(
-                thread::Builder::new()
-                    .name(format!("worker-{lane}"))
-                    .spawn(move || worker(lane, &ctx, &rx, &stop))?,
-            );
-        }
-        Ok(Pipeline {
-            wakers: Wakers(Arc::new(senders)),
-            stop,
-            workers,
-        })
-    }
-
-    /// The lane wakers, for the ingress.
-    pub fn wakers(&self) -> Wakers {
-        self.wakers.clone()
-    }
-
-    /// Lets each worker finish the event in hand, for at most `grace`, then stops. Events
-    /// not finished by then stay in the store as they were and are processed again on the
-    /// next start. Returns how many workers were still busy when the grace ran out.
-    pub fn stop(self, grace: Duration) -> usize {
-        self.stop.store(true, Ordering::SeqCst);
-        self.wakers.wake_all();
-        let deadline = std::time::Instant::now() + grace;
-        while self.workers.iter().any(|w| !w.is_finished()) && std::time::Instant::now() < deadline
-        {
-            thread::sleep(Duration::from_millis(5));
-        }
-        let mut busy = 0;
-        for w in self.workers {
-            if w.is_finished() {
-                let _ = w.join();
-            } else {
-                busy += 1;
-            }
-        }
-        busy
-    }
-}
-
-fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool) {
-    let reader = loop {
-        match ctx.store.reader() {
-            Ok(r) => break r,
-            Err(e) => {
-                log::error!("worker {lane}: {e}; retrying in 1 s");
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                thread::sleep(Duration::from_secs(1));
-            }
-        }
-    };
-    while !stop.load(Ordering::SeqCst) {
-        let now = now_ms();
-        let rows = match reader.due(lane, now, BATCH) {
-            Ok(rows) => rows,
-            Err(e) => {
-                log::error!("worker {lane}: {e}");
-                let _ = wake.recv_timeout(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let overdue = reader.overdue(lane, now, BATCH).unwrap_or_default();
-        for row in &overdue {
-            if stop.load(Ordering::SeqCst) {
-                return;
-            }
-            expire(ctx, row);
-        }
-        if rows.is_empty() && overdue.is_empty() {
-            let wait = match reader.next_due(lane) {
-                Ok(Some(at)) => {
-                    Duration::from_millis((at - now).clamp(1, IDLE_POLL.as_millis() as i64) as u64)
-                }
-                _ => IDLE_POLL,
-            };
-            let _ = wake.recv_timeout(wait);
-            continue;
-        }
-        for row in rows {
-            if stop.load(Ordering::SeqCst) {
-                return;
-            }
-            process(ctx, &row);
-        }
-    }
-}
+use crate::store::{Early, Row, Update};
+use crate::target::{self, Delivery, Outcome};
+use crate::util::{format_rfc3339, now_ms};
 
 /// Handles one event: a full attempt, or only the status report still owed.
-fn process(ctx: &Ctx, row: &Row) {
+pub(super) fn process(ctx: &Ctx, row: &Row) {
     let ev = match Event::parse(row.body.as_bytes()) {
         Ok(ev) => ev,
         Err(reason) => {
@@ -285,7 +71,7 @@ fn process(ctx: &Ctx, row: &Row) {
         }
         Outcome::Failed(f) => {
             let age = now_ms() - row.attempts_since();
-            if age >= ctx.retry_max_age_ms {
+            if ctx.retry.gives_up(age) {
                 let message = format!(
                     "gave up after {attempt} attempts over {} s: {}",
                     age / 1000,
@@ -300,13 +86,13 @@ fn process(ctx: &Ctx, row: &Row) {
 }
 
 /// An IN_PROGRESS event whose completion callback did not come in time: FAILED.
-fn expire(ctx: &Ctx, row: &Row) {
+pub(super) fn expire(ctx: &Ctx, row: &Row) {
     let Ok(ev) = Event::parse(row.body.as_bytes()) else {
         return;
     };
     let message = format!(
         "no completion callback within {} s of IN_PROGRESS (ESPFD_ASYNC_TIMEOUT)",
-        ctx.async_timeout_ms / 1000
+        ctx.retry.async_timeout.as_secs()
     );
     conclude(ctx, row, &ev, row.attempts, Status::Failed, message);
 }
@@ -383,18 +169,13 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
                     status: status.as_str(),
                 });
             }
-            Err(f) if f.transient && now_ms() - row.attempts_since() < ctx.retry_max_age_ms => {
+            Err(f) if f.transient && !ctx.retry.gives_up(now_ms() - row.attempts_since()) => {
                 attempts = if row.state == "report" {
                     attempt + 1
                 } else {
                     attempt
                 };
-                let delay = backoff(
-                    ctx.retry_initial_ms,
-                    ctx.retry_max_delay_ms,
-                    attempts,
-                    f.retry_after,
-                );
+                let delay = ctx.retry.backoff(attempts, f.retry_after);
                 log::warn!(
                     "i_event={} status {} not reported yet ({}); next try in {} ms",
                     ev.i_event,
@@ -418,7 +199,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
     }
     if state == "in_progress" {
         // The deadline for the completion callback.
-        next_at = now_ms() + ctx.async_timeout_ms;
+        next_at = ctx.retry.async_deadline(now_ms());
     }
     let log_line = (status.as_str(), message.as_str());
     let early = save(
@@ -471,12 +252,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
 
 fn retry_later(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, f: &Failure) {
     crate::metrics::retry_scheduled();
-    let delay = backoff(
-        ctx.retry_initial_ms,
-        ctx.retry_max_delay_ms,
-        attempt,
-        f.retry_after,
-    );
+    let delay = ctx.retry.backoff(attempt, f.retry_after);
     let mut retry_reported = row.retry_reported;
     if !retry_reported {
         if let Some(i_account) = ev.i_account() {
@@ -522,26 +298,6 @@ fn retry_later(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, f: &Failure) {
     );
 }
 
-/// Delay before try `attempt + 1`: the server's `Retry-After` if it gave one (at least
-/// `ESPFD_RETRY_INITIAL`, at most an hour), else exponential from `ESPFD_RETRY_INITIAL`, capped at `ESPFD_RETRY_MAX_DELAY`,
-/// with ±25 % jitter so that many failed events do not come back at the same instant.
-fn backoff(initial_ms: i64, max_ms: i64, attempt: i64, retry_after: Option<Duration>) -> i64 {
-    if let Some(d) = retry_after {
-        // Honoured up to an hour, but never below ESPFD_RETRY_INITIAL: "Retry-After: 0" (or
-        // a date in the past) must not turn into a tight loop.
-        return (d.as_millis() as i64).clamp(initial_ms, 3_600_000.max(initial_ms));
-    }
-    let exp = (attempt - 1).clamp(0, 30) as u32;
-    let base = initial_ms.saturating_mul(1i64 << exp).min(max_ms);
-    let spread = base / 2;
-    let jitter = if spread > 0 {
-        (jitter_u64() % spread as u64) as i64
-    } else {
-        0
-    };
-    (base - base / 4 + jitter).max(1)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn save(
     ctx: &Ctx,
@@ -582,44 +338,5 @@ fn save(
             thread::sleep(Duration::from_secs(1));
             Early::None
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        for attempt in 1..=12 {
-            let base = (2_000i64 << (attempt - 1)).min(600_000);
-            let mut seen = std::collections::HashSet::new();
-            for _ in 0..200 {
-                let d = backoff(2_000, 600_000, attempt, None);
-                assert!(
-                    d >= base * 3 / 4 && d < base * 5 / 4,
-                    "attempt {attempt}: {d} vs {base}"
-                );
-                seen.insert(d);
-            }
-            assert!(seen.len() > 20, "jitter spreads the delays: {}", seen.len());
-        }
-    }
-
-    #[test]
-    fn retry_after_is_honoured_within_bounds() {
-        let s = |secs| Some(Duration::from_secs(secs));
-        assert_eq!(backoff(2_000, 600_000, 1, s(30)), 30_000);
-        assert_eq!(
-            backoff(2_000, 600_000, 1, s(0)),
-            2_000,
-            "never a tight loop"
-        );
-        assert_eq!(
-            backoff(2_000, 600_000, 1, s(86_400)),
-            3_600_000,
-            "at most an hour"
-        );
     }
 }

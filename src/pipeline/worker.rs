@@ -9,7 +9,7 @@ use super::{Ctx, Step};
 use crate::espf::Status;
 use crate::event::Event;
 use crate::outbound::Failure;
-use crate::store::{Early, Row, Update};
+use crate::store::{Early, Row, State, Update};
 use crate::target::{self, Delivery, Outcome};
 use crate::util::{format_rfc3339, now_ms};
 
@@ -24,7 +24,7 @@ pub(super) fn process(ctx: &Ctx, row: &Row) {
             let _ = save(
                 ctx,
                 row,
-                "failed",
+                State::Failed,
                 row.attempts,
                 0,
                 Status::Failed,
@@ -35,7 +35,7 @@ pub(super) fn process(ctx: &Ctx, row: &Row) {
             return;
         }
     };
-    if row.state == "report" {
+    if row.state == State::Report {
         let status = row
             .status
             .as_deref()
@@ -148,9 +148,9 @@ fn attempt_once(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64) -> Result<Outcom
 /// A status report that fails transiently is owed: the event stays open in state `report`.
 fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut message: String) {
     let final_state = match status {
-        Status::Ok => "done",
-        Status::InProgress => "in_progress",
-        _ => "failed",
+        Status::Ok => State::Done,
+        Status::InProgress => State::InProgress,
+        _ => State::Failed,
     };
     let mut state = final_state;
     let mut next_at = 0;
@@ -170,7 +170,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
                 });
             }
             Err(f) if f.transient && !ctx.retry.gives_up(now_ms() - row.attempts_since()) => {
-                attempts = if row.state == "report" {
+                attempts = if row.state == State::Report {
                     attempt + 1
                 } else {
                     attempt
@@ -183,7 +183,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
                     f.message,
                     delay
                 );
-                state = "report";
+                state = State::Report;
                 next_at = now_ms() + delay;
             }
             Err(f) => {
@@ -197,7 +197,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
             }
         }
     }
-    if state == "in_progress" {
+    if state == State::InProgress {
         // The deadline for the completion callback.
         next_at = ctx.retry.async_deadline(now_ms());
     }
@@ -224,7 +224,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
         return;
     }
     if state == final_state {
-        crate::metrics::event_finished(final_state);
+        crate::metrics::event_finished(final_state.as_str());
         match status {
             Status::Ok | Status::InProgress => {
                 log::info!(
@@ -244,7 +244,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
         }
         ctx.emit(Step::Finished {
             i_event: ev.i_event,
-            state: final_state,
+            state: final_state.as_str(),
             message,
         });
     }
@@ -288,7 +288,7 @@ fn retry_later(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, f: &Failure) {
     let _ = save(
         ctx,
         row,
-        "retry",
+        State::Retry,
         attempt,
         now_ms() + delay,
         Status::Retry,
@@ -302,7 +302,7 @@ fn retry_later(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, f: &Failure) {
 fn save(
     ctx: &Ctx,
     row: &Row,
-    state: &'static str,
+    state: State,
     attempts: i64,
     next_at: i64,
     status: Status,

@@ -1,6 +1,6 @@
 //! The event store: one SQLite file (`espfd.db`) in the state directory.
 //!
-//! Three rooms: `schema.rs` (the tables, and the checks made at open), the group-commit
+//! Three rooms: `schema.rs` (the tables, the [`State`] column, the checks made at open), the group-commit
 //! writer (`writer.rs`) and the reader's queries (`reader.rs`); this file holds the types
 //! they share and [`Store`], the write side the service hands around.
 //!
@@ -15,9 +15,9 @@
 //! Reads (workers, `/readyz`, the `events` command) use their own connections ([`Reader`]);
 //! WAL lets them run alongside the writer.
 //!
-//! Event states: `queued` (to process), `retry` (waiting for `next_at`), `report` (the target
-//! is done, the status report to ESPF is still owed), and the final `done`, `failed`,
-//! `in_progress` (the target accepted and will call back).
+//! Event states ([`State`]): `queued` (to process), `retry` (waiting for `next_at`), `report`
+//! (the target is done, the status report to ESPF is still owed), and the final `done`,
+//! `failed`, `in_progress` (the target accepted and will call back).
 //!
 //! A target's completion callback can arrive before the event is `in_progress`: while the
 //! delivery that the target answers 202 is still in flight, or while the IN_PROGRESS report
@@ -32,6 +32,7 @@ mod schema;
 mod writer;
 
 pub use reader::{Reader, Replay};
+pub use schema::State;
 pub use writer::WriterThread;
 
 use std::collections::HashSet;
@@ -42,7 +43,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use rusqlite::Connection;
 
-use schema::{quick_check, relane, OPEN_STATES, SCHEMA};
+use schema::{quick_check, relane, schema};
 use writer::Op;
 
 use crate::error::Error;
@@ -95,8 +96,8 @@ pub enum Inserted {
 pub struct Update {
     pub seq: i64,
     pub i_event: i64,
-    /// New state: `queued`, `retry`, `report`, `done`, `failed` or `in_progress`.
-    pub state: &'static str,
+    /// The new state.
+    pub state: State,
     /// The attempt counter after this attempt.
     pub attempts: i64,
     /// When a `retry` or `report` is due (unix ms).
@@ -117,7 +118,7 @@ pub struct Row {
     pub body: String,
     pub entity: String,
     pub lane: i64,
-    pub state: String,
+    pub state: State,
     pub received_at: i64,
     pub attempts: i64,
     pub next_at: i64,
@@ -156,7 +157,7 @@ pub enum Completed {
     /// No such event.
     NotFound,
     /// The event is not waiting for a completion; its state is given.
-    NotInProgress(String),
+    NotInProgress(State),
     /// A completion for this event was already recorded.
     AlreadyRecorded,
 }
@@ -240,7 +241,7 @@ impl Store {
             .map_err(db_err("enable WAL"))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db_err("set synchronous"))?;
-        conn.execute_batch(SCHEMA)
+        conn.execute_batch(&schema())
             .map_err(db_err("create schema"))?;
         relane(&conn, lanes)?;
 

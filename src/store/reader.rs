@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{db_err, Row, OPEN_STATES};
+use super::{db_err, Row, State};
 use crate::error::Error;
 
 /// What `espfd events replay` puts back in line.
@@ -73,11 +73,12 @@ impl Reader {
     /// Events of `lane` that are due at `now`, in arrival order, skipping any whose entity
     /// has an earlier unfinished event (order per entity holds).
     pub fn due(&self, lane: usize, now: i64, limit: usize) -> Result<Vec<Row>, Error> {
+        let open = State::sql_in(&State::OPEN);
         let sql = format!(
             "SELECT {ROW_COLUMNS} FROM events e
-             WHERE lane = ?1 AND state IN {OPEN_STATES} AND next_at <= ?2
+             WHERE lane = ?1 AND state IN {open} AND next_at <= ?2
                AND NOT EXISTS (SELECT 1 FROM events p WHERE p.entity = e.entity
-                               AND p.state IN {OPEN_STATES} AND p.seq < e.seq)
+                               AND p.state IN {open} AND p.seq < e.seq)
              ORDER BY seq LIMIT ?3"
         );
         let mut stmt = self
@@ -94,9 +95,10 @@ impl Reader {
 
     /// IN_PROGRESS events of `lane` whose completion callback is overdue at `now`.
     pub fn overdue(&self, lane: usize, now: i64, limit: usize) -> Result<Vec<Row>, Error> {
+        let in_progress = State::InProgress.sql();
         let sql = format!(
             "SELECT {ROW_COLUMNS} FROM events
-             WHERE lane = ?1 AND state = 'in_progress' AND next_at <= ?2 ORDER BY next_at LIMIT ?3"
+             WHERE lane = ?1 AND state = {in_progress} AND next_at <= ?2 ORDER BY next_at LIMIT ?3"
         );
         let mut stmt = self
             .conn
@@ -114,13 +116,15 @@ impl Reader {
     /// are first in line for their entity (a later event of a waiting entity is not due
     /// before its predecessor), and among IN_PROGRESS deadlines.
     pub fn next_due(&self, lane: usize) -> Result<Option<i64>, Error> {
+        let open = State::sql_in(&State::OPEN);
+        let in_progress = State::InProgress.sql();
         let sql = format!(
             "SELECT MIN(t) FROM (
-               SELECT MIN(next_at) AS t FROM events e WHERE lane = ?1 AND state IN {OPEN_STATES}
+               SELECT MIN(next_at) AS t FROM events e WHERE lane = ?1 AND state IN {open}
                  AND NOT EXISTS (SELECT 1 FROM events p WHERE p.entity = e.entity
-                                 AND p.state IN {OPEN_STATES} AND p.seq < e.seq)
+                                 AND p.state IN {open} AND p.seq < e.seq)
                UNION ALL
-               SELECT MIN(next_at) FROM events WHERE lane = ?1 AND state = 'in_progress')"
+               SELECT MIN(next_at) FROM events WHERE lane = ?1 AND state = {in_progress})"
         );
         self.conn
             .prepare_cached(&sql)
@@ -144,7 +148,7 @@ impl Reader {
     /// `i_account`.
     pub fn list(
         &self,
-        state: Option<&str>,
+        state: Option<State>,
         i_account: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Row>, Error> {
@@ -176,14 +180,23 @@ impl Reader {
             .unchecked_transaction()
             .map_err(db_err("replay"))?;
         let ids: Vec<i64> = {
-            let (sql, param): (&str, Option<String>) = match &which {
-                Replay::One(i) => ("SELECT i_event FROM events WHERE i_event = ?1 AND state IN ('done','failed','in_progress')", Some(i.to_string())),
+            let (sql, param): (String, Option<String>) = match &which {
+                Replay::One(i) => (
+                    format!(
+                        "SELECT i_event FROM events WHERE i_event = ?1 AND state IN {}",
+                        State::sql_in(&[State::Done, State::Failed, State::InProgress])
+                    ),
+                    Some(i.to_string()),
+                ),
                 Replay::Failed { i_account } => (
-                    "SELECT i_event FROM events WHERE state = 'failed' AND (?1 IS NULL OR entity = ?1) ORDER BY seq",
+                    format!(
+                        "SELECT i_event FROM events WHERE state = {} AND (?1 IS NULL OR entity = ?1) ORDER BY seq",
+                        State::Failed.sql()
+                    ),
                     i_account.map(|a| format!("account:{a}")),
                 ),
             };
-            let mut stmt = tx.prepare(sql).map_err(db_err("replay"))?;
+            let mut stmt = tx.prepare(&sql).map_err(db_err("replay"))?;
             let ids = stmt
                 .query_map(params![param], |r| r.get(0))
                 .map_err(db_err("replay"))?
@@ -193,9 +206,9 @@ impl Reader {
         };
         for id in &ids {
             tx.execute(
-                "UPDATE events SET state = 'queued', next_at = 0, retry_reported = 0, replayed_at = ?2,
+                "UPDATE events SET state = ?3, next_at = 0, retry_reported = 0, replayed_at = ?2,
                      finished_at = NULL WHERE i_event = ?1",
-                params![id, now],
+                params![id, now, State::Queued],
             )
             .map_err(db_err("replay"))?;
             tx.execute("DELETE FROM completions WHERE i_event = ?1", params![id])
@@ -231,7 +244,10 @@ impl Reader {
     pub fn open_count(&self) -> Result<i64, Error> {
         self.conn
             .query_row(
-                &format!("SELECT COUNT(*) FROM events WHERE state IN {OPEN_STATES}"),
+                &format!(
+                    "SELECT COUNT(*) FROM events WHERE state IN {}",
+                    State::sql_in(&State::OPEN)
+                ),
                 [],
                 |r| r.get(0),
             )
@@ -249,7 +265,10 @@ impl Reader {
     pub fn oldest_open_received_at(&self) -> Result<Option<i64>, Error> {
         self.conn
             .query_row(
-                &format!("SELECT MIN(received_at) FROM events WHERE state IN {OPEN_STATES}"),
+                &format!(
+                    "SELECT MIN(received_at) FROM events WHERE state IN {}",
+                    State::sql_in(&State::OPEN)
+                ),
                 [],
                 |r| r.get(0),
             )

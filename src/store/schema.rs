@@ -1,15 +1,113 @@
-//! The store file's layout: its tables and indexes, and the checks made when it is opened.
+//! The store file's layout: its tables and indexes, the [`State`] column's one mapping, and
+//! the checks made when the file is opened.
 
+use std::fmt;
+use std::path::Path;
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection};
 
 use super::{db_err, lane_of};
 use crate::error::Error;
-use std::path::Path;
 
-/// States that still need a worker.
-pub(super) const OPEN_STATES: &str = "('queued','retry','report')";
+/// Where an event stands; the `state` column holds [`State::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// To process.
+    Queued,
+    /// Waiting for `next_at` to try again.
+    Retry,
+    /// The target is done; the status report to ESPF is still owed (due at `next_at`).
+    Report,
+    /// Final: provisioned and reported.
+    Done,
+    /// Final: failed for good (reported if the event names an account).
+    Failed,
+    /// Final for the worker: the target accepted (202) and calls back; FAILED if it does not
+    /// by `next_at`.
+    InProgress,
+}
 
-pub(super) const SCHEMA: &str = "
+impl State {
+    /// Every state.
+    pub const ALL: [State; 6] = [
+        State::Queued,
+        State::Retry,
+        State::Report,
+        State::Done,
+        State::Failed,
+        State::InProgress,
+    ];
+    /// The states that still need a worker.
+    pub const OPEN: [State; 3] = [State::Queued, State::Retry, State::Report];
+    /// The states the janitor deletes once `ESPFD_RETENTION` has passed.
+    pub const FINISHED: [State; 2] = [State::Done, State::Failed];
+
+    /// The name in the `state` column, the `events` command and the logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Retry => "retry",
+            State::Report => "report",
+            State::Done => "done",
+            State::Failed => "failed",
+            State::InProgress => "in_progress",
+        }
+    }
+
+    /// The state of that name, if any.
+    pub fn parse(name: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether the event still needs a worker (one of [`State::OPEN`]).
+    pub fn is_open(self) -> bool {
+        State::OPEN.contains(&self)
+    }
+
+    /// `'queued'`: the state as an SQL literal.
+    ///
+    /// The partial indexes' conditions and the queries meant to use them are written from
+    /// these literals rather than bound as parameters: SQLite uses a partial index only for
+    /// a query whose WHERE clause repeats the index's condition, literally.
+    pub(super) fn sql(self) -> String {
+        format!("'{}'", self.as_str())
+    }
+
+    /// `('queued','retry','report')`: states as an SQL list, for `state IN ...`.
+    pub(super) fn sql_in(states: &[State]) -> String {
+        let items: Vec<String> = states.iter().map(|s| s.sql()).collect();
+        format!("({})", items.join(","))
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl ToSql for State {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for State {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<State> {
+        let name = value.as_str()?;
+        State::parse(name)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown state '{name}'").into()))
+    }
+}
+
+/// The tables and indexes, created if missing.
+pub(super) fn schema() -> String {
+    let open = State::sql_in(&State::OPEN);
+    let in_progress = State::InProgress.sql();
+    let finished = State::sql_in(&State::FINISHED);
+    format!(
+        "
 CREATE TABLE IF NOT EXISTS events (
     seq          INTEGER PRIMARY KEY,   -- arrival order
     i_event      INTEGER NOT NULL UNIQUE,
@@ -28,14 +126,14 @@ CREATE TABLE IF NOT EXISTS events (
     replayed_at  INTEGER                -- unix ms of the last `espfd events replay`
 );
 CREATE INDEX IF NOT EXISTS events_open_lane ON events(lane, seq)
-    WHERE state IN ('queued','retry','report');
+    WHERE state IN {open};
 CREATE INDEX IF NOT EXISTS events_open_entity ON events(entity, seq)
-    WHERE state IN ('queued','retry','report');
+    WHERE state IN {open};
 CREATE INDEX IF NOT EXISTS events_in_progress ON events(lane, next_at)
-    WHERE state = 'in_progress';
+    WHERE state = {in_progress};
 CREATE INDEX IF NOT EXISTS events_by_state ON events(state, seq);
 CREATE INDEX IF NOT EXISTS events_finished ON events(finished_at)
-    WHERE state IN ('done','failed');
+    WHERE state IN {finished};
 CREATE TABLE IF NOT EXISTS attempts (
     i_event  INTEGER NOT NULL,
     attempt  INTEGER NOT NULL,
@@ -51,7 +149,9 @@ CREATE TABLE IF NOT EXISTS completions (
     message  TEXT NOT NULL,
     at       INTEGER NOT NULL           -- unix ms
 );
-";
+"
+    )
+}
 
 /// SQLite's quick check of the whole file (`PRAGMA quick_check`: every page and index entry
 /// read, without the slower cross-checks of `integrity_check`), so that espfd never starts
@@ -84,7 +184,8 @@ pub(super) fn quick_check(conn: &Connection, path: &Path) -> Result<(), Error> {
 pub(super) fn relane(conn: &Connection, lanes: usize) -> Result<(), Error> {
     let mut stmt = conn
         .prepare(&format!(
-            "SELECT seq, entity, lane FROM events WHERE state IN {OPEN_STATES}"
+            "SELECT seq, entity, lane FROM events WHERE state IN {}",
+            State::sql_in(&State::OPEN)
         ))
         .map_err(db_err("read open events"))?;
     let moves: Vec<(i64, i64)> = stmt
@@ -118,4 +219,20 @@ pub(super) fn relane(conn: &Connection, lanes: usize) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::State;
+
+    #[test]
+    fn every_state_reads_back_from_its_name() {
+        for state in State::ALL {
+            assert_eq!(State::parse(state.as_str()), Some(state));
+            assert_eq!(format!("{state:<12}|"), format!("{:<12}|", state.as_str()));
+        }
+        assert_eq!(State::parse("Queued"), None);
+        let open: Vec<State> = State::ALL.into_iter().filter(|s| s.is_open()).collect();
+        assert_eq!(open, State::OPEN);
+    }
 }

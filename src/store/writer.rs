@@ -12,7 +12,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    db_err, lane_of, Completed, Completion, Early, InFlight, Inserted, NewEvent, Update,
+    db_err, lane_of, Completed, Completion, Early, InFlight, Inserted, NewEvent, State, Update,
     PURGE_BATCH,
 };
 use crate::error::Error;
@@ -171,10 +171,12 @@ enum Done {
 }
 
 fn purge_some(conn: &Connection, before: i64) -> Result<usize, Error> {
+    let sql = format!(
+        "SELECT i_event FROM events WHERE state IN {} AND finished_at < ?1 LIMIT ?2",
+        State::sql_in(&State::FINISHED)
+    );
     let ids: Vec<i64> = conn
-        .prepare_cached(
-            "SELECT i_event FROM events WHERE state IN ('done','failed') AND finished_at < ?1 LIMIT ?2",
-        )
+        .prepare_cached(&sql)
         .map_err(db_err("purge"))?
         .query_map(params![before, PURGE_BATCH as i64], |r| r.get(0))
         .map_err(db_err("purge"))?
@@ -204,7 +206,7 @@ fn complete_one(
     c: &Completion,
     in_flight: &InFlight,
 ) -> Result<Completed, Error> {
-    let current: Option<(String, i64, Option<String>)> = conn
+    let current: Option<(State, i64, Option<String>)> = conn
         .prepare_cached("SELECT state, lane, status FROM events WHERE i_event = ?1")
         .map_err(db_err("complete"))?
         .query_row(params![c.i_event], |r| {
@@ -216,14 +218,14 @@ fn complete_one(
         return Ok(Completed::NotFound);
     };
     let detail = format!("{}: {}", c.status, c.message);
-    let waiting = match state.as_str() {
-        "in_progress" => {
+    let waiting = match state {
+        State::InProgress => {
             conn.prepare_cached(
-                "UPDATE events SET state = 'report', status = ?2, message = ?3, next_at = 0,
+                "UPDATE events SET state = ?4, status = ?2, message = ?3, next_at = 0,
                      finished_at = NULL WHERE i_event = ?1",
             )
             .map_err(db_err("complete"))?
-            .execute(params![c.i_event, c.status, c.message])
+            .execute(params![c.i_event, c.status, c.message, State::Report])
             .map_err(db_err("complete"))?;
             log_attempt(conn, c.i_event, "CALLBACK", &detail)?;
             return Ok(Completed::Applied {
@@ -231,10 +233,10 @@ fn complete_one(
             });
         }
         // The IN_PROGRESS report is owed (or being made right now).
-        "report" => status.as_deref() == Some("IN_PROGRESS"),
+        State::Report => status.as_deref() == Some("IN_PROGRESS"),
         // The target calls back before its 202 has reached the worker.
-        "queued" | "retry" => in_flight.set().contains(&c.i_event),
-        _ => false,
+        State::Queued | State::Retry => in_flight.set().contains(&c.i_event),
+        State::Done | State::Failed => false,
     };
     if !waiting {
         return Ok(Completed::NotInProgress(state));
@@ -289,7 +291,8 @@ fn settle_early(conn: &Connection, up: &Update) -> Result<Early, Error> {
     let Some((status, message)) = waiting else {
         return Ok(Early::None);
     };
-    let reporting_in_progress = up.state == "report" && up.status.as_deref() == Some("IN_PROGRESS");
+    let reporting_in_progress =
+        up.state == State::Report && up.status.as_deref() == Some("IN_PROGRESS");
     if reporting_in_progress {
         // Kept until the IN_PROGRESS report is made.
         return Ok(Early::None);
@@ -298,13 +301,13 @@ fn settle_early(conn: &Connection, up: &Update) -> Result<Early, Error> {
         .map_err(db_err("drop completion"))?
         .execute(params![up.i_event])
         .map_err(db_err("drop completion"))?;
-    if up.state == "in_progress" {
+    if up.state == State::InProgress {
         conn.prepare_cached(
-            "UPDATE events SET state = 'report', status = ?2, message = ?3, next_at = 0,
+            "UPDATE events SET state = ?4, status = ?2, message = ?3, next_at = 0,
                  finished_at = NULL WHERE seq = ?1",
         )
         .map_err(db_err("complete"))?
-        .execute(params![up.seq, status, message])
+        .execute(params![up.seq, status, message, State::Report])
         .map_err(db_err("complete"))?;
         log_attempt(
             conn,
@@ -314,7 +317,7 @@ fn settle_early(conn: &Connection, up: &Update) -> Result<Early, Error> {
         )?;
         return Ok(Early::Applied { status });
     }
-    let outcome = up.status.as_deref().unwrap_or(up.state);
+    let outcome = up.status.as_deref().unwrap_or(up.state.as_str());
     log_attempt(
         conn,
         up.i_event,
@@ -340,7 +343,7 @@ fn insert_one(conn: &Connection, ev: &NewEvent, lanes: usize) -> Result<Inserted
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO events (i_event, event_type, body, entity, lane, state, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6) ON CONFLICT(i_event) DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?6) ON CONFLICT(i_event) DO NOTHING",
         )
         .map_err(db_err("insert"))?;
     let lane = lane_of(&ev.entity, lanes);
@@ -351,7 +354,8 @@ fn insert_one(conn: &Connection, ev: &NewEvent, lanes: usize) -> Result<Inserted
             ev.body,
             ev.entity,
             lane as i64,
-            ev.received_at
+            ev.received_at,
+            State::Queued
         ])
         .map_err(db_err("insert"))?;
     Ok(if n == 1 {
@@ -362,7 +366,7 @@ fn insert_one(conn: &Connection, ev: &NewEvent, lanes: usize) -> Result<Inserted
 }
 
 fn update_one(conn: &Connection, up: &Update) -> Result<Early, Error> {
-    let finished = matches!(up.state, "done" | "failed" | "in_progress");
+    let finished = !up.state.is_open();
     let mut stmt = conn
         .prepare_cached(
             "UPDATE events SET state = ?2, attempts = ?3, next_at = ?4, status = ?5, message = ?6,

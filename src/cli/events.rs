@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use crate::config::find_var;
 use crate::error::Error;
 use crate::redact::printable;
-use crate::store::{Reader, Replay, Row, State};
+use crate::store::{Reader, Replay, State, StoredEvent};
 use crate::util::format_rfc3339;
 
 /// Usage of `espfd events`.
@@ -257,7 +257,7 @@ fn run_into(args: &[String], out: &mut String) -> Result<ExitCode, Error> {
     }
 }
 
-fn print_row(out: &mut String, r: &Row, redact: &[String]) {
+fn print_row(out: &mut String, r: &StoredEvent, redact: &[String]) {
     say!(out, "i_event:      {}", r.i_event);
     say!(out, "event_type:   {}", printable(&r.event_type));
     say!(out, "entity:       {}", printable(&r.entity));

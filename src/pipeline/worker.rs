@@ -6,32 +6,24 @@ use std::thread;
 use std::time::Duration;
 
 use super::{Ctx, Step};
+use crate::enrich::{self, Context};
 use crate::espf::Status;
 use crate::event::Event;
 use crate::outbound::Failure;
-use crate::store::{Early, Row, State, Update};
-use crate::target::{self, Delivery, Outcome};
-use crate::util::{format_rfc3339, now_ms};
+use crate::store::{Early, State, StoredEvent, Update};
+use crate::target::Outcome;
+use crate::util::now_ms;
 
 /// Handles one event: a full attempt, or only the status report still owed.
-pub(super) fn process(ctx: &Ctx, row: &Row) {
-    let ev = match Event::parse(row.body.as_bytes()) {
+pub(super) fn process(ctx: &Ctx, row: &StoredEvent) {
+    let ev = match &row.event {
         Ok(ev) => ev,
         Err(reason) => {
             // Cannot happen for bodies the ingress accepted; keep it visible if it does.
             let message = format!("stored event no longer parses: {reason}");
             log::error!("i_event={} {message}", row.i_event);
-            let _ = save(
-                ctx,
-                row,
-                State::Failed,
-                row.attempts,
-                0,
-                Status::Failed,
-                &message,
-                row.retry_reported,
-                Some(("FAILED", &message)),
-            );
+            let failed = Update::new(row, State::Failed, Status::Failed.as_str(), &message);
+            let _ = save(ctx, failed);
             return;
         }
     };
@@ -42,14 +34,14 @@ pub(super) fn process(ctx: &Ctx, row: &Row) {
             .and_then(Status::parse)
             .unwrap_or(Status::Failed);
         let message = row.message.clone().unwrap_or_default();
-        conclude(ctx, row, &ev, row.attempts, status, message);
+        conclude(ctx, row, ev, row.attempts, status, message);
         return;
     }
 
     let attempt = row.attempts + 1;
     // Until the outcome is recorded, a completion callback for this event is kept for it.
     let _delivering = ctx.store.delivering(ev.i_event);
-    let outcome = match attempt_once(ctx, row, &ev, attempt) {
+    let outcome = match attempt_once(ctx, row, ev, attempt) {
         Ok(outcome) => outcome,
         Err(f) => Outcome::Failed(f),
     };
@@ -64,10 +56,10 @@ pub(super) fn process(ctx: &Ctx, row: &Row) {
         outcome: outcome_text,
     });
     match outcome {
-        Outcome::Done(m) => conclude(ctx, row, &ev, attempt, Status::Ok, m),
-        Outcome::Accepted(m) => conclude(ctx, row, &ev, attempt, Status::InProgress, m),
+        Outcome::Done(m) => conclude(ctx, row, ev, attempt, Status::Ok, m),
+        Outcome::Accepted(m) => conclude(ctx, row, ev, attempt, Status::InProgress, m),
         Outcome::Failed(f) if !f.transient => {
-            conclude(ctx, row, &ev, attempt, Status::Failed, f.message)
+            conclude(ctx, row, ev, attempt, Status::Failed, f.message)
         }
         Outcome::Failed(f) => {
             let age = now_ms() - row.attempts_since();
@@ -77,76 +69,55 @@ pub(super) fn process(ctx: &Ctx, row: &Row) {
                     age / 1000,
                     f.message
                 );
-                conclude(ctx, row, &ev, attempt, Status::Failed, message);
+                conclude(ctx, row, ev, attempt, Status::Failed, message);
             } else {
-                retry_later(ctx, row, &ev, attempt, &f);
+                retry_later(ctx, row, ev, attempt, &f);
             }
         }
     }
 }
 
 /// An IN_PROGRESS event whose completion callback did not come in time: FAILED.
-pub(super) fn expire(ctx: &Ctx, row: &Row) {
-    let Ok(ev) = Event::parse(row.body.as_bytes()) else {
+pub(super) fn expire(ctx: &Ctx, row: &StoredEvent) {
+    let Ok(ev) = &row.event else {
         return;
     };
     let message = format!(
         "no completion callback within {} s of IN_PROGRESS (ESPFD_ASYNC_TIMEOUT)",
         ctx.retry.async_timeout.as_secs()
     );
-    conclude(ctx, row, &ev, row.attempts, Status::Failed, message);
+    conclude(ctx, row, ev, row.attempts, Status::Failed, message);
 }
 
-/// Looks the entity up and calls the target.
-fn attempt_once(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64) -> Result<Outcome, Failure> {
-    let entity = match &ev.entity {
-        Some(e) => {
-            let found = ctx.pb.lookup(e).map_err(|err| err.into_failure("lookup"))?;
-            let key = ev.ordering_key();
-            log::debug!(
-                "i_event={} looked up {key}: {}",
-                ev.i_event,
-                if found.is_some() {
-                    "found"
-                } else {
-                    "not found"
-                }
-            );
-            ctx.emit(Step::LookedUp {
-                i_event: ev.i_event,
-                entity: key,
-                found: found.is_some(),
-            });
-            found
-        }
-        None => None,
-    };
-    let doc = target::document(
-        ev.i_event,
-        &ev.event_type,
-        &ev.variables,
-        &format_rfc3339(row.received_at),
-        attempt,
-        &ctx.group,
-        ev.entity.as_ref().map(|e| e.kind.name()),
-        entity,
-    );
-    let document = doc.to_string();
-    Ok(ctx.target.deliver(&Delivery {
-        i_event: ev.i_event,
-        event_type: &ev.event_type,
-        entity_kind: ev.entity.as_ref().map(|e| e.kind.name()),
-        entity_id: ev.entity.as_ref().map(|e| e.id.as_str()),
-        i_account: ev.i_account(),
-        attempt,
-        group: &ctx.group,
-        document: document.as_bytes(),
-    }))
+/// Looks the entity up and calls the target with this attempt's [`Context`].
+fn attempt_once(
+    ctx: &Ctx,
+    row: &StoredEvent,
+    ev: &Event,
+    attempt: i64,
+) -> Result<Outcome, Failure> {
+    let record = enrich::lookup(&ctx.pb, ev)?;
+    if ev.entity.is_some() {
+        ctx.emit(Step::LookedUp {
+            i_event: ev.i_event,
+            entity: ev.ordering_key(),
+            found: record.is_some(),
+        });
+    }
+    let context = Context::new(ev, row.received_at, attempt, &ctx.group, record);
+    Ok(ctx.target.deliver(&context))
 }
 
 /// Reports the status (for events naming an account) and records the end of the event.
 /// A status report that fails transiently is owed: the event stays open in state `report`.
-fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut message: String) {
+fn conclude(
+    ctx: &Ctx,
+    row: &StoredEvent,
+    ev: &Event,
+    attempt: i64,
+    status: Status,
+    mut message: String,
+) {
     let final_state = match status {
         Status::Ok => State::Done,
         Status::InProgress => State::InProgress,
@@ -201,17 +172,13 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
         // The deadline for the completion callback.
         next_at = ctx.retry.async_deadline(now_ms());
     }
-    let log_line = (status.as_str(), message.as_str());
     let early = save(
         ctx,
-        row,
-        state,
-        attempts,
-        next_at,
-        status,
-        &message,
-        row.retry_reported,
-        Some(log_line),
+        Update {
+            attempts,
+            next_at,
+            ..Update::new(row, state, status.as_str(), &message)
+        },
     );
     if let Early::Applied { status: completed } = &early {
         // The target's callback came before IN_PROGRESS was recorded; the final status is
@@ -250,7 +217,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
     }
 }
 
-fn retry_later(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, f: &Failure) {
+fn retry_later(ctx: &Ctx, row: &StoredEvent, ev: &Event, attempt: i64, f: &Failure) {
     crate::metrics::retry_scheduled();
     let delay = ctx.retry.backoff(attempt, f.retry_after);
     let mut retry_reported = row.retry_reported;
@@ -285,56 +252,37 @@ fn retry_later(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, f: &Failure) {
         delay_ms: delay,
         reason: f.message.clone(),
     });
+    let retry = Update::new(row, State::Retry, Status::Retry.as_str(), &f.message);
     let _ = save(
         ctx,
-        row,
-        State::Retry,
-        attempt,
-        now_ms() + delay,
-        Status::Retry,
-        &f.message,
-        retry_reported,
-        Some(("RETRY", &f.message)),
+        Update {
+            attempts: attempt,
+            next_at: now_ms() + delay,
+            retry_reported,
+            ..retry
+        },
     );
 }
 
-#[allow(clippy::too_many_arguments)]
-fn save(
-    ctx: &Ctx,
-    row: &Row,
-    state: State,
-    attempts: i64,
-    next_at: i64,
-    status: Status,
-    message: &str,
-    retry_reported: bool,
-    attempt_log: Option<(&str, &str)>,
-) -> Early {
-    let update = Update {
-        seq: row.seq,
-        i_event: row.i_event,
-        state,
-        attempts,
-        next_at,
-        status: Some(status.as_str().to_string()),
-        message: Some(message.to_string()),
-        retry_reported,
-        attempt_log: attempt_log.map(|(o, d)| (o.to_string(), d.to_string())),
-    };
+/// Records `update`; says what became of a completion callback that arrived early. If the
+/// store cannot take it, the event stays as it was and is processed again.
+fn save(ctx: &Ctx, update: Update) -> Early {
+    let (i_event, state) = (update.i_event, update.state);
+    let status = update.status.clone().unwrap_or_default();
+    let message = update.message.clone().unwrap_or_default();
     match ctx.store.update(update) {
         Ok(Early::Ignored { status: completed }) => {
             log::warn!(
                 "i_event={} completion callback ({completed}) ignored: it arrived while the \
-                 delivery was in flight, and the delivery ended {} ({message}), not with 202",
-                row.i_event,
-                status.as_str()
+                 delivery was in flight, and the delivery ended {status} ({message}), not with 202",
+                i_event,
             );
             Early::Ignored { status: completed }
         }
         Ok(early) => early,
         Err(e) => {
             // The event stays in its previous state and will be processed again.
-            log::error!("i_event={} cannot record state {state}: {e}", row.i_event);
+            log::error!("i_event={i_event} cannot record state {state}: {e}");
             thread::sleep(Duration::from_secs(1));
             Early::None
         }

@@ -47,6 +47,7 @@ use schema::{quick_check, relane, schema};
 use writer::Op;
 
 use crate::error::Error;
+use crate::event::Event;
 use crate::util::fnv1a;
 
 /// Most events one purge deletes, so that one transaction never holds the writer long.
@@ -109,13 +110,38 @@ pub struct Update {
     pub attempt_log: Option<(String, String)>,
 }
 
-/// A stored event as a worker or the CLI sees it.
+impl Update {
+    /// `event` moves to `state`, recording `status` and `message` on it and as a line in its
+    /// attempts (outcome `status`); its attempt counter and whether RETRY was reported stay
+    /// as they are, and nothing is due (`next_at` 0). Change those with struct update
+    /// syntax: `Update { attempts, ..Update::new(..) }`.
+    pub fn new(event: &StoredEvent, state: State, status: &str, message: &str) -> Update {
+        Update {
+            seq: event.seq,
+            i_event: event.i_event,
+            state,
+            attempts: event.attempts,
+            next_at: 0,
+            status: Some(status.to_string()),
+            message: Some(message.to_string()),
+            retry_reported: event.retry_reported,
+            attempt_log: Some((status.to_string(), message.to_string())),
+        }
+    }
+}
+
+/// A stored event as a worker or the CLI sees it: its row, and its body parsed.
 #[derive(Debug, Clone)]
-pub struct Row {
+pub struct StoredEvent {
     pub seq: i64,
     pub i_event: i64,
     pub event_type: String,
+    /// The JSON as ESPF sent it.
     pub body: String,
+    /// The body parsed. `Err` (the reason) only for a body that no longer passes the
+    /// ingress's checks, say after an upgrade made them stricter: the worker fails it.
+    pub event: Result<Event, String>,
+    /// The ordering key, e.g. `account:1000889`.
     pub entity: String,
     pub lane: i64,
     pub state: State,
@@ -129,7 +155,7 @@ pub struct Row {
     pub replayed_at: Option<i64>,
 }
 
-impl Row {
+impl StoredEvent {
     /// When the current run of attempts began: arrival, or the last replay. Retries stop
     /// `ESPFD_RETRY_MAX_AGE` after it.
     pub fn attempts_since(&self) -> i64 {

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{db_err, Row, State};
+use super::{db_err, State, StoredEvent};
 use crate::error::Error;
+use crate::event::Event;
 
 /// What `espfd events replay` puts back in line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,12 +32,15 @@ const ROW_COLUMNS: &str =
     "seq, i_event, event_type, body, entity, lane, state, received_at, attempts,
      next_at, status, message, retry_reported, finished_at, replayed_at";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok(Row {
+/// A row of [`ROW_COLUMNS`], with its body parsed.
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let body: String = r.get(3)?;
+    Ok(StoredEvent {
         seq: r.get(0)?,
         i_event: r.get(1)?,
         event_type: r.get(2)?,
-        body: r.get(3)?,
+        event: Event::parse(body.as_bytes()),
+        body,
         entity: r.get(4)?,
         lane: r.get(5)?,
         state: r.get(6)?,
@@ -72,7 +76,7 @@ impl Reader {
 
     /// Events of `lane` that are due at `now`, in arrival order, skipping any whose entity
     /// has an earlier unfinished event (order per entity holds).
-    pub fn due(&self, lane: usize, now: i64, limit: usize) -> Result<Vec<Row>, Error> {
+    pub fn due(&self, lane: usize, now: i64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
         let open = State::sql_in(&State::OPEN);
         let sql = format!(
             "SELECT {ROW_COLUMNS} FROM events e
@@ -88,13 +92,13 @@ impl Reader {
         let rows = stmt
             .query_map(params![lane as i64, now, limit as i64], row)
             .map_err(db_err("read due events"))?
-            .collect::<rusqlite::Result<Vec<Row>>>()
+            .collect::<rusqlite::Result<Vec<StoredEvent>>>()
             .map_err(db_err("read due events"))?;
         Ok(rows)
     }
 
     /// IN_PROGRESS events of `lane` whose completion callback is overdue at `now`.
-    pub fn overdue(&self, lane: usize, now: i64, limit: usize) -> Result<Vec<Row>, Error> {
+    pub fn overdue(&self, lane: usize, now: i64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
         let in_progress = State::InProgress.sql();
         let sql = format!(
             "SELECT {ROW_COLUMNS} FROM events
@@ -107,7 +111,7 @@ impl Reader {
         let rows = stmt
             .query_map(params![lane as i64, now, limit as i64], row)
             .map_err(db_err("read overdue events"))?
-            .collect::<rusqlite::Result<Vec<Row>>>()
+            .collect::<rusqlite::Result<Vec<StoredEvent>>>()
             .map_err(db_err("read overdue events"))?;
         Ok(rows)
     }
@@ -134,7 +138,7 @@ impl Reader {
     }
 
     /// One event by `i_event`.
-    pub fn get(&self, i_event: i64) -> Result<Option<Row>, Error> {
+    pub fn get(&self, i_event: i64) -> Result<Option<StoredEvent>, Error> {
         let sql = format!("SELECT {ROW_COLUMNS} FROM events WHERE i_event = ?1");
         self.conn
             .prepare_cached(&sql)
@@ -151,7 +155,7 @@ impl Reader {
         state: Option<State>,
         i_account: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<Row>, Error> {
+    ) -> Result<Vec<StoredEvent>, Error> {
         let sql = format!(
             "SELECT {ROW_COLUMNS} FROM events WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR entity = ?2)
              ORDER BY seq DESC LIMIT ?3"
@@ -164,7 +168,7 @@ impl Reader {
         let rows = stmt
             .query_map(params![state, entity, limit as i64], row)
             .map_err(db_err("list events"))?
-            .collect::<rusqlite::Result<Vec<Row>>>()
+            .collect::<rusqlite::Result<Vec<StoredEvent>>>()
             .map_err(db_err("list events"))?;
         Ok(rows)
     }

@@ -55,6 +55,27 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     })
 }
 
+/// [`Reader::due`]'s query: `?1` lane, `?2` now, `?3` limit.
+fn due_sql() -> String {
+    let open = State::sql_in(&State::OPEN);
+    format!(
+        "SELECT {ROW_COLUMNS} FROM events e
+         WHERE lane = ?1 AND state IN {open} AND next_at <= ?2
+           AND NOT EXISTS (SELECT 1 FROM events p WHERE p.entity = e.entity
+                           AND p.state IN {open} AND p.seq < e.seq)
+         ORDER BY seq LIMIT ?3"
+    )
+}
+
+/// [`Reader::overdue`]'s query: `?1` lane, `?2` now, `?3` limit.
+fn overdue_sql() -> String {
+    let in_progress = State::InProgress.sql();
+    format!(
+        "SELECT {ROW_COLUMNS} FROM events
+         WHERE lane = ?1 AND state = {in_progress} AND next_at <= ?2 ORDER BY next_at LIMIT ?3"
+    )
+}
+
 impl Reader {
     /// Opens a read connection to an existing store file.
     pub fn open(path: &Path) -> Result<Reader, Error> {
@@ -77,17 +98,9 @@ impl Reader {
     /// Events of `lane` that are due at `now`, in arrival order, skipping any whose entity
     /// has an earlier unfinished event (order per entity holds).
     pub fn due(&self, lane: usize, now: i64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
-        let open = State::sql_in(&State::OPEN);
-        let sql = format!(
-            "SELECT {ROW_COLUMNS} FROM events e
-             WHERE lane = ?1 AND state IN {open} AND next_at <= ?2
-               AND NOT EXISTS (SELECT 1 FROM events p WHERE p.entity = e.entity
-                               AND p.state IN {open} AND p.seq < e.seq)
-             ORDER BY seq LIMIT ?3"
-        );
         let mut stmt = self
             .conn
-            .prepare_cached(&sql)
+            .prepare_cached(&due_sql())
             .map_err(db_err("read due events"))?;
         let rows = stmt
             .query_map(params![lane as i64, now, limit as i64], row)
@@ -99,14 +112,9 @@ impl Reader {
 
     /// IN_PROGRESS events of `lane` whose completion callback is overdue at `now`.
     pub fn overdue(&self, lane: usize, now: i64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
-        let in_progress = State::InProgress.sql();
-        let sql = format!(
-            "SELECT {ROW_COLUMNS} FROM events
-             WHERE lane = ?1 AND state = {in_progress} AND next_at <= ?2 ORDER BY next_at LIMIT ?3"
-        );
         let mut stmt = self
             .conn
-            .prepare_cached(&sql)
+            .prepare_cached(&overdue_sql())
             .map_err(db_err("read overdue events"))?;
         let rows = stmt
             .query_map(params![lane as i64, now, limit as i64], row)
@@ -292,5 +300,33 @@ impl Reader {
             .map_err(db_err("take the write lock"));
         let _ = self.conn.busy_timeout(Duration::from_secs(10));
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{due_sql, overdue_sql};
+    use rusqlite::{params, Connection};
+
+    /// The states in these queries are written from the same [`super::State`] literals as the
+    /// partial indexes' conditions; if they drifted apart, SQLite would scan the table.
+    #[test]
+    fn the_workers_queries_use_the_partial_indexes() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&super::super::schema::schema()).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt
+                .query_map(params![0, 0, 10], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .unwrap();
+            rows.join("; ")
+        };
+        let due = plan(&due_sql());
+        assert!(due.contains("events_open_lane"), "{due}");
+        assert!(due.contains("events_open_entity"), "{due}");
+        let overdue = plan(&overdue_sql());
+        assert!(overdue.contains("events_in_progress"), "{overdue}");
     }
 }

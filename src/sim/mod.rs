@@ -24,6 +24,8 @@
 mod espf;
 mod fixtures;
 mod pb;
+mod pyhss;
+mod stalker;
 mod target;
 
 use std::collections::{HashMap, VecDeque};
@@ -40,6 +42,8 @@ use crate::util::{jitter_u64, now_ms};
 
 pub use espf::PREDEFINED_GROUPS;
 pub use pb::{FAULT_INVALID_REQUEST, FAULT_UNKNOWN_METHOD};
+pub use pyhss::PROVISIONING_KEY as PYHSS_PROVISIONING_KEY;
+pub use stalker::{PASSWORD as STALKER_PASSWORD, USER as STALKER_USER};
 
 /// How a [`Sim`] behaves. Start from `SimConfig::default()` and change what a test needs.
 #[derive(Debug, Clone)]
@@ -202,6 +206,7 @@ struct State {
     customers: HashMap<i64, Value>,
     invoices: HashMap<i64, Value>,
     dids: Vec<Value>,
+    sim_cards: Vec<Value>,
     groups: Vec<Group>,
     /// Added to every ESPF status report before it is answered.
     status_delay: Duration,
@@ -212,6 +217,10 @@ struct State {
     /// The replies espfd gave to those callbacks: (i_event, HTTP status; 0 for no reply).
     /// Shared with the threads that make the callbacks after the reply.
     callback_replies: Arc<Mutex<Vec<(i64, u16)>>>,
+    /// The fake PyHSS's subscribers (`/pyhss`).
+    pyhss: pyhss::PyHss,
+    /// The fake Stalker portal's accounts (`/stalker_portal/api`).
+    stalker: stalker::Stalker,
 }
 
 /// When the simulated target calls espfd's completion endpoint, relative to its own reply.
@@ -283,6 +292,12 @@ impl Inner {
         if let Some(rest) = path.strip_prefix("/_sim/") {
             return self.control(req, rest);
         }
+        if let Some(rest) = path.strip_prefix("/pyhss/") {
+            return pyhss::handle(self, req, rest);
+        }
+        if let Some(rest) = path.strip_prefix("/stalker_portal/api/") {
+            return stalker::handle(self, req, rest);
+        }
         if path == "/" {
             if req.method != "GET" && req.method != "HEAD" {
                 return method_not_allowed("GET");
@@ -318,7 +333,9 @@ POST /espf/v1/account/i/<i_account>/status   ESPF status report\n\
 POST /espf/v1/account/<id>/status      ESPF status report by account ID\n\
 GET  /espf/v1/groups                   ESPF service groups\n\
 POST /espf/v1/group/create             register a custom service group\n\
-POST /target                           HTTP provisioning target\n";
+POST /target                           HTTP provisioning target\n\
+PUT|PATCH|GET|DELETE /pyhss/subscriber/...   a fake PyHSS (HSS) REST API (header Provisioning-Key)\n\
+GET|POST|PUT|DELETE /stalker_portal/api/accounts[/<id>]   a fake Stalker/Ministra IPTV portal (Basic auth)\n";
 
 /// A running simulator. Dropping it stops the server too; [`Sim::shutdown`] does it
 /// explicitly.
@@ -352,11 +369,14 @@ impl Sim {
             customers: fixtures::customers(),
             invoices: fixtures::invoices(),
             dids: fixtures::dids(),
+            sim_cards: fixtures::sim_cards(),
             groups: espf::groups_from(&cfg.groups),
             status_delay: Duration::ZERO,
             status_down: false,
             callbacks: HashMap::new(),
             callback_replies: Arc::default(),
+            pyhss: pyhss::PyHss::default(),
+            stalker: stalker::Stalker::default(),
         };
         let inner = Arc::new(Inner {
             cfg,
@@ -641,6 +661,16 @@ impl Sim {
         let replies = self.inner.state().callback_replies.clone();
         let list = replies.lock().unwrap_or_else(|p| p.into_inner()).clone();
         list
+    }
+
+    /// The fake PyHSS's subscribers, in `subscriber_id` order.
+    pub fn pyhss_subscribers(&self) -> Vec<Value> {
+        self.inner.state().pyhss.subscribers()
+    }
+
+    /// The fake Stalker portal's accounts, in creation order.
+    pub fn stalker_accounts(&self) -> Vec<Value> {
+        self.inner.state().stalker.accounts()
     }
 
     /// ESPF status reports take `delay` before they are answered (zero: at once).

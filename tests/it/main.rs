@@ -23,6 +23,7 @@ mod readiness;
 mod robustness;
 
 mod send;
+mod sim_systems;
 mod simulate;
 mod support;
 mod tls;

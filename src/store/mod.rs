@@ -1,8 +1,8 @@
 //! The event store: one SQLite file (`espfd.db`) in the state directory.
 //!
-//! Three rooms: `schema.rs` (the tables, the [`State`] column, the checks made at open), the group-commit
-//! writer (`writer.rs`) and the reader's queries (`reader.rs`); this file holds the types
-//! they share and [`Store`], the write side the service hands around.
+//! Three rooms: `schema.rs` (the tables, the [`State`] column, the checks made at open),
+//! the group-commit writer (`writer.rs`) and the reader's queries (`reader.rs`); this file
+//! holds the types they share and [`Store`], the write side the service hands around.
 //!
 //! The service's writes go through one writer thread that commits in groups: it takes every
 //! write that arrived while the previous commit was running, applies them in one transaction

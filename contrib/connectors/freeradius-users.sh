@@ -207,8 +207,14 @@ fi
 
 lockfile="$USERS.espfd-lock"
 pending="$USERS.espfd-pending"
-tmp="$USERS.espfd.$$"
-trap 'rm -f "$tmp" "$pending.$$"' EXIT
+# Written in place of a link, the users file would stop being what FreeRADIUS reads (and a
+# link planted by whoever else may write the directory would be followed).
+[ -L "$USERS" ] && fail "freeradius-users: $USERS is a symbolic link; set RADIUS_USERS_FILE to the file itself ($(readlink -f "$USERS" 2>/dev/null))"
+# Temporary files under names nobody can guess (mktemp, created exclusively), so nothing
+# planted in the directory beforehand is written through.
+tmp=
+pending_tmp=
+trap 'rm -f ${tmp:+"$tmp"} ${pending_tmp:+"$pending_tmp"}' EXIT
 
 # One writer at a time: an flock on fd 9, released when the run ends or dies. The open is
 # tried in a subshell first: a failed redirection of `exec` would end the script unexplained.
@@ -221,8 +227,12 @@ unlock() { exec 9>&-; }
 
 # Records that the file changed now and FreeRADIUS has not yet read it.
 mark_pending() {
-    err=$( { date +%s >"$pending.$$" && mv -f "$pending.$$" "$pending"; } 2>&1 ) ||
+    out=$(mktemp "$pending.XXXXXX" 2>&1) ||
+        retry "freeradius-users: cannot record the pending reload in $pending: $(reason "$out"); will retry"
+    pending_tmp=$out
+    err=$( { date +%s >"$pending_tmp" && mv -f "$pending_tmp" "$pending"; } 2>&1 ) ||
         retry "freeradius-users: cannot record the pending reload in $pending: $(reason "$err"); will retry"
+    pending_tmp=
 }
 
 lock
@@ -230,6 +240,8 @@ if [ ! -e "$USERS" ]; then
     err=$( (: >"$USERS") 2>&1 ) || retry "freeradius-users: cannot create $USERS: $(reason "$err")"
 fi
 # Keep the file's group and mode: start from a copy, then overwrite its contents.
+out=$(mktemp "$USERS.espfd.XXXXXX" 2>&1) || retry "freeradius-users: cannot write next to $USERS: $(reason "$out")"
+tmp=$out
 err=$(cp -p "$USERS" "$tmp" 2>&1) || retry "freeradius-users: cannot write next to $USERS: $(reason "$err")"
 begin="# espfd i_account=$i_account begin"
 end="# espfd i_account=$i_account end"
@@ -283,7 +295,7 @@ if [ "$due" -gt "$now" ]; then
 fi
 
 if [ -n "$RELOAD" ]; then
-    out=$(sh -c "$RELOAD" 2>&1) || retry "freeradius-users: $USERS updated for $label, but '$RELOAD' failed: $(printf '%s' "$out" | tail -n 1); will retry"
+    out=$(sh -c "$RELOAD" 2>&1) || retry "freeradius-users: $USERS updated for $label, but the RADIUS_RELOAD command failed: $(printf '%s' "$out" | tail -n 1); will retry"
 else
     out=$(radmin -f "$SOCKET" -e "hup $MODULE" 2>&1) || {
         # radmin's first line names the cause; the rest is advice about sites-enabled.

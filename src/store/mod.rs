@@ -236,6 +236,53 @@ pub struct Store {
     in_flight: InFlight,
 }
 
+/// The file in the state directory whose lock says a service uses the store.
+pub const LOCK_FILE: &str = "espfd.lock";
+
+/// Takes the state directory for this process: an exclusive `flock` on [`LOCK_FILE`], held
+/// by the writer thread until it stops (the kernel drops it if the process dies), so that two
+/// services — two instances given one `ESPFD_STATE_DIR` by mistake — never work one store
+/// and deliver each other's events. The holder's pid is written in the file for the message.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, Error> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            Error::io(
+                format!("ESPFD_STATE_DIR: cannot open {}", path.display()),
+                e,
+            )
+        })?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        let by = if holder.is_empty() {
+            "another espfd".to_string()
+        } else {
+            format!("another espfd (pid {})", crate::redact::printable(holder))
+        };
+        return Err(Error::Config(crate::error::ConfigError {
+            var: "ESPFD_STATE_DIR".into(),
+            reason: format!(
+                "{} is in use by {by}; every instance needs a state directory of its own",
+                dir.display()
+            ),
+        }));
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(file)
+}
+
 fn db_err(op: &'static str) -> impl Fn(rusqlite::Error) -> Error {
     move |e| Error::Store {
         op,
@@ -258,6 +305,7 @@ impl Store {
                 e,
             )
         })?;
+        let lock = lock_dir(dir)?;
         let path = dir.join("espfd.db");
         let conn = Connection::open(&path).map_err(|e| Error::Store {
             op: "open",
@@ -275,7 +323,7 @@ impl Store {
         relane(&conn, lanes)?;
 
         let in_flight = InFlight::default();
-        let (ops, writer) = WriterThread::start(conn, QUEUE_DEPTH, lanes, in_flight.clone())?;
+        let (ops, writer) = WriterThread::start(conn, lock, QUEUE_DEPTH, lanes, in_flight.clone())?;
         Ok((
             Store {
                 path,

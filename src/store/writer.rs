@@ -39,8 +39,10 @@ pub struct WriterThread {
 impl WriterThread {
     /// Starts the writer on `conn`, with a queue of `depth` writes; returns the queue's
     /// sending side for the [`super::Store`] and the thread's handle.
+    /// Starts the writer on `conn`; it holds `lock` (the state directory's) until it stops.
     pub(super) fn start(
         conn: Connection,
+        lock: std::fs::File,
         depth: usize,
         lanes: usize,
         in_flight: InFlight,
@@ -48,7 +50,10 @@ impl WriterThread {
         let (tx, rx) = bounded(depth);
         let handle = thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, lanes, &in_flight))
+            .spawn(move || {
+                writer_loop(conn, rx, lanes, &in_flight);
+                drop(lock);
+            })
             .map_err(|e| Error::io("cannot start the store writer thread", e))?;
         Ok((tx.clone(), WriterThread { ops: tx, handle }))
     }

@@ -157,3 +157,39 @@ fn demo_runs_and_exits_zero() {
     assert!(text.contains("reported OK to ESPF"), "{text}");
     assert!(text.contains("not processed a second time"), "{text}");
 }
+
+#[test]
+fn a_second_espfd_on_the_same_state_dir_refuses_to_start() {
+    let sim = espfd::sim::Sim::start("127.0.0.1:0", espfd::sim::SimConfig::default()).unwrap();
+    let state = crate::harness::TempDir::new("two-on-one");
+    let mut env = crate::harness::sim_env(&sim, &state);
+    env.retain(|(k, _)| *k != "ESPFD_LISTEN");
+    let mut first = crate::support::Espfd::spawn(&env, None);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = std::process::Command::new(crate::support::BIN)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("ESPFD_STATE_DIR")
+            && stderr.contains(&format!("in use by another espfd (pid {})", first.pid())),
+        "{stderr}"
+    );
+    assert!(first.running(), "the first one goes on");
+    // Once the first has stopped, the directory is free again.
+    first.signal(libc::SIGTERM);
+    assert!(crate::harness::eventually(
+        std::time::Duration::from_secs(10),
+        || !first.running()
+    ));
+    let second = crate::support::Espfd::spawn(&env, None);
+    drop(second);
+}

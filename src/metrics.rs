@@ -6,7 +6,7 @@
 //! Recording is a relaxed atomic add, cheap enough for every request.
 //!
 //! Values that live in the store (backlog, age of the oldest open event) are not kept here:
-//! the caller reads them at scrape time and passes them in as [`Gauges`] (see `monitor.rs`).
+//! the caller reads them at scrape time and passes them in as [`Gauges`] (see `ingress/health.rs`).
 //!
 //! Being process-wide, the registry counts everything the process does: one espfd service
 //! per process in production; in the integration tests several services share it, so tests

@@ -12,8 +12,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::espf::EspfClient;
 use crate::http::{self, Server, Tls};
-use crate::ingress::Ingress;
-use crate::monitor::Monitor;
+use crate::ingress::{Health, Ingress};
 use crate::pipeline::{Ctx, Pipeline, Step};
 use crate::portabilling::PbClient;
 use crate::store::{Store, WriterThread};
@@ -120,20 +119,15 @@ impl Service {
             wakers: pipeline.wakers(),
             observer,
             callback_token: config.callback_token.clone(),
+            health: Health::new(ctx.store.clone(), ctx.pb.clone()),
         };
-        let handler = Monitor::new(
-            Arc::new(ingress),
-            &config.events_path,
-            ctx.store.clone(),
-            ctx.pb.clone(),
-        );
         let options = http::Options {
             limits: config.limits.clone(),
             tls: tls.clone(),
             allow_from: config.allow_from.clone(),
             metrics: true,
         };
-        let server = http::serve_with(listener, options, Arc::new(handler))
+        let server = http::serve_with(listener, options, Arc::new(ingress))
             .map_err(|e| Error::io("cannot start the listener", e))?;
         if let Some(t) = &tls {
             log::info!(

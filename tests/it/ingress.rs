@@ -6,10 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use espfd::config::{InboundAuth, Limits};
-use espfd::ingress::Ingress;
+use espfd::ingress::{Health, Ingress};
+use espfd::portabilling::PbClient;
+use espfd::sim::{Sim, SimConfig};
 use espfd::store::Store;
 
-use crate::harness::{account_event, agent, basic, post, Harness, TempDir, PASSWORD, USER};
+use crate::harness::{
+    account_event, agent, basic, post, raw_config, Harness, TempDir, PASSWORD, USER,
+};
 
 #[test]
 fn valid_event_is_stored_before_200_and_repeat_is_200_without_second_row() {
@@ -156,13 +160,17 @@ fn store_unavailable_gets_503_with_retry_after() {
     let dir = TempDir::new("closed");
     let (store, writer) = Store::open(&dir.0, 1).unwrap();
     writer.join();
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    let config = raw_config(&sim, &dir).validate().unwrap();
+    let pb = Arc::new(PbClient::new(&config).unwrap());
     let ingress = Ingress {
         events_path: "/events".into(),
         auth: InboundAuth::None,
-        store,
+        store: store.clone(),
         wakers: espfd::pipeline::Wakers::unconnected(1),
         observer: None,
         callback_token: None,
+        health: Health::new(store.clone(), pb),
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let server = espfd::http::serve(listener, Limits::default(), Arc::new(ingress)).unwrap();

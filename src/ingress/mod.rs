@@ -12,6 +12,7 @@
 
 mod auth;
 mod health;
+pub mod signature;
 
 pub use auth::{check as check_auth, Denied};
 pub use health::{Health, PB_FRESH, PROBE_EVERY, PROBE_PATIENCE, STORE_WAIT};

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::config::{Config, EspfAuth, EspfFormat};
 use crate::error::Error;
+use crate::metrics::{Call, Metrics};
 use crate::outbound::{self, Failure};
 use crate::portabilling::PbClient;
 use crate::util::{base64_encode, form_encode, truncate_chars};
@@ -63,6 +64,8 @@ pub struct EspfClient {
     group: String,
     agent: ureq::Agent,
     pb: Arc<PbClient>,
+    /// Where call durations are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl EspfClient {
@@ -79,7 +82,14 @@ impl EspfClient {
                 config.pb_ca_file.as_deref(),
             )?,
             pb,
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Counts call durations in `metrics` (the service's registry).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> EspfClient {
+        self.metrics = metrics;
+        self
     }
 
     /// Reports `status` for `i_account`. A rejected bearer token (401) renews the session once.
@@ -119,7 +129,7 @@ impl EspfClient {
                     (format!("Basic {}", base64_encode(creds.as_bytes())), None)
                 }
             };
-            let _timer = crate::metrics::timer(crate::metrics::Call::Espf);
+            let _timer = self.metrics.timer(Call::Espf);
             let mut resp = self
                 .agent
                 .post(&url)

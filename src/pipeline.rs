@@ -20,6 +20,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::espf::{EspfClient, Status};
 use crate::event::Event;
+use crate::metrics::{Call, Metrics};
 use crate::outbound::Failure;
 use crate::portabilling::PbClient;
 use crate::store::{Early, Row, Store, Update};
@@ -83,6 +84,8 @@ pub struct Ctx {
     pub retry_max_delay_ms: i64,
     pub async_timeout_ms: i64,
     pub observer: Option<Sender<Step>>,
+    /// The service's registry: finished events, retries, the target's call durations.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Ctx {
@@ -346,6 +349,7 @@ fn attempt_once(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64) -> Result<Outcom
         entity,
     );
     let document = doc.to_string();
+    let _timer = ctx.metrics.timer(Call::Target);
     Ok(ctx.target.deliver(&Delivery {
         i_event: ev.i_event,
         event_type: &ev.event_type,
@@ -443,7 +447,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
         return;
     }
     if state == final_state {
-        crate::metrics::event_finished(final_state);
+        ctx.metrics.event_finished(final_state);
         match status {
             Status::Ok | Status::InProgress => {
                 log::info!(
@@ -470,7 +474,7 @@ fn conclude(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, status: Status, mut 
 }
 
 fn retry_later(ctx: &Ctx, row: &Row, ev: &Event, attempt: i64, f: &Failure) {
-    crate::metrics::retry_scheduled();
+    ctx.metrics.retry_scheduled();
     let delay = backoff(
         ctx.retry_initial_ms,
         ctx.retry_max_delay_ms,

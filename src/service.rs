@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::espf::EspfClient;
 use crate::http::{self, Server, Tls};
 use crate::ingress::{Health, Ingress};
+use crate::metrics::Metrics;
 use crate::pipeline::{Ctx, Pipeline, Step};
 use crate::portabilling::PbClient;
 use crate::store::{Store, WriterThread};
@@ -89,8 +90,10 @@ impl Service {
             None => None,
         };
         let (store, writer) = Store::open(&config.state_dir, config.workers)?;
-        let pb = Arc::new(PbClient::new(config)?);
-        let espf = EspfClient::new(config, pb.clone())?;
+        // This service's counters: every part that counts is handed the one registry.
+        let metrics = Arc::new(Metrics::new());
+        let pb = Arc::new(PbClient::new(config)?.with_metrics(metrics.clone()));
+        let espf = EspfClient::new(config, pb.clone())?.with_metrics(metrics.clone());
         let target = Target::from_config(config)?;
         let ctx = Arc::new(Ctx {
             store: store.clone(),
@@ -103,6 +106,7 @@ impl Service {
             retry_max_delay_ms: config.retry_max_delay.as_millis() as i64,
             async_timeout_ms: config.async_timeout.as_millis() as i64,
             observer: observer.clone(),
+            metrics: metrics.clone(),
         });
         let listener = TcpListener::bind(config.listen).map_err(|e| {
             Error::io(
@@ -119,13 +123,14 @@ impl Service {
             wakers: pipeline.wakers(),
             observer,
             callback_token: config.callback_token.clone(),
-            health: Health::new(ctx.store.clone(), ctx.pb.clone()),
+            health: Health::new(ctx.store.clone(), ctx.pb.clone(), metrics.clone()),
+            metrics: metrics.clone(),
         };
         let options = http::Options {
             limits: config.limits.clone(),
             tls: tls.clone(),
             allow_from: config.allow_from.clone(),
-            metrics: true,
+            metrics: Some(metrics),
         };
         let server = http::serve_with(listener, options, Arc::new(ingress))
             .map_err(|e| Error::io("cannot start the listener", e))?;

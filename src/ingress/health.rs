@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::http::Response;
-use crate::metrics::{self, Gauges};
+use crate::metrics::{Gauges, Metrics};
 use crate::portabilling::PbClient;
 use crate::store::{Reader, Store};
 use crate::util::now_ms;
@@ -51,6 +51,8 @@ pub struct Health {
     /// dropped after an error so that the next request opens a fresh one.
     reader: Mutex<Option<Reader>>,
     probe: Arc<Probe>,
+    /// The service's registry, rendered by `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -60,13 +62,15 @@ struct Probe {
 }
 
 impl Health {
-    /// Reads `store` and asks `pb` (probes it when it has been quiet).
-    pub fn new(store: Store, pb: Arc<PbClient>) -> Health {
+    /// Reads `store` and asks `pb` (probes it when it has been quiet); `/metrics` renders
+    /// `metrics`.
+    pub fn new(store: Store, pb: Arc<PbClient>, metrics: Arc<Metrics>) -> Health {
         Health {
             store,
             pb,
             reader: Mutex::new(None),
             probe: Arc::new(Probe::default()),
+            metrics,
         }
     }
 
@@ -108,7 +112,7 @@ impl Health {
                 .last_answer_ms()
                 .map(|t| (now - t).max(0) as f64 / 1000.0),
         };
-        let mut resp = Response::text(200, metrics::render(&gauges));
+        let mut resp = Response::text(200, self.metrics.render(&gauges));
         resp.headers = vec![("Content-Type".into(), PROMETHEUS_TEXT.into())];
         resp
     }

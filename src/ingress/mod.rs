@@ -17,13 +17,15 @@ pub mod signature;
 pub use auth::{check as check_auth, Denied};
 pub use health::{Health, PB_FRESH, PROBE_EVERY, PROBE_PATIENCE, STORE_WAIT};
 
+use std::sync::Arc;
+
 use crossbeam_channel::Sender;
 
 use crate::config::{InboundAuth, Secret};
 use crate::error::Error;
 use crate::event::Event;
 use crate::http::{Handler, Request, Response};
-use crate::metrics::{self, AuthEndpoint};
+use crate::metrics::{AuthEndpoint, Metrics};
 use crate::pipeline::{Step, Wakers};
 use crate::store::{Completed, Completion, Inserted, NewEvent, Store};
 use crate::util::{constant_time_eq, now_ms, Throttled};
@@ -44,6 +46,8 @@ pub struct Ingress {
     pub callback_token: Option<Secret>,
     /// Answers `/readyz` and `/metrics`.
     pub health: Health,
+    /// The service's registry: reply codes of the events path, failed authentications.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Handler for Ingress {
@@ -62,7 +66,7 @@ impl Handler for Ingress {
                 return Response::text(405, "use POST").with_header("Allow", "POST");
             }
             let resp = self.event(req);
-            metrics::event_received(resp.status);
+            self.metrics.event_received(resp.status);
             return resp;
         }
         if let Some(id) = path
@@ -84,7 +88,7 @@ impl Handler for Ingress {
     fn precheck(&self, head: &Request) -> Option<Response> {
         if head.path == self.events_path && head.method == "POST" {
             let resp = self.authenticate(head).err()?;
-            metrics::event_received(resp.status);
+            self.metrics.event_received(resp.status);
             return Some(resp);
         }
         None
@@ -116,7 +120,7 @@ impl Ingress {
             .map(|(_, t)| t.trim().as_bytes())
             .unwrap_or(b"");
         if !constant_time_eq(presented, token.0.as_bytes()) {
-            metrics::auth_failed(AuthEndpoint::Callback);
+            self.metrics.auth_failed(AuthEndpoint::Callback);
             let more = AUTH_LOG.lock().unwrap_or_else(|p| p.into_inner()).tick();
             if let Some(more) = more {
                 log::warn!(
@@ -185,7 +189,7 @@ impl Ingress {
         let Err(denied) = check_auth(&self.auth, authorization, date, now_ms() / 1000) else {
             return Ok(());
         };
-        metrics::auth_failed(AuthEndpoint::Events);
+        self.metrics.auth_failed(AuthEndpoint::Events);
         let more = AUTH_LOG.lock().unwrap_or_else(|p| p.into_inner()).tick();
         if let Some(more) = more {
             log::warn!("event from {} refused: {}{more}", req.peer.ip(), denied.0);

@@ -29,7 +29,6 @@ impl HttpTarget {
 
     /// Sends one document.
     pub fn deliver(&self, i_event: i64, document: &[u8]) -> Outcome {
-        let _timer = crate::metrics::timer(crate::metrics::Call::Target);
         let sent = self
             .agent
             .post(&self.url)

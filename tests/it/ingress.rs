@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use espfd::config::{InboundAuth, Limits};
 use espfd::ingress::{Health, Ingress};
+use espfd::metrics::Metrics;
 use espfd::portabilling::PbClient;
 use espfd::sim::{Sim, SimConfig};
 use espfd::store::Store;
@@ -163,6 +164,7 @@ fn store_unavailable_gets_503_with_retry_after() {
     let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
     let config = raw_config(&sim, &dir).validate().unwrap();
     let pb = Arc::new(PbClient::new(&config).unwrap());
+    let metrics = Arc::new(Metrics::new());
     let ingress = Ingress {
         events_path: "/events".into(),
         auth: InboundAuth::None,
@@ -170,7 +172,8 @@ fn store_unavailable_gets_503_with_retry_after() {
         wakers: espfd::pipeline::Wakers::unconnected(1),
         observer: None,
         callback_token: None,
-        health: Health::new(store.clone(), pb),
+        health: Health::new(store.clone(), pb, metrics.clone()),
+        metrics,
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let server = espfd::http::serve(listener, Limits::default(), Arc::new(ingress)).unwrap();

@@ -13,7 +13,7 @@ use espfd::sim::{Sim, SimConfig};
 use espfd::store::Store;
 
 use crate::harness::{
-    account_event, agent, basic, post, raw_config, Harness, TempDir, PASSWORD, USER,
+    account_event, agent, basic, post, raw_config, Harness, TempDir, Test, PASSWORD, USER,
 };
 
 #[test]
@@ -71,10 +71,10 @@ fn bad_credentials_get_401_with_basic_challenge() {
 
 #[test]
 fn custom_auth_accepts_the_configured_value_only() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_AUTH", "custom")
-            .set("ESPFD_AUTH_CUSTOM", "Plain passexample");
-    });
+    let h = Test::new()
+        .env("ESPFD_AUTH", "custom")
+        .env("ESPFD_AUTH_CUSTOM", "Plain passexample")
+        .start();
     let body = account_event("Subscriber/Created", 2, 1000889);
     assert_eq!(post(&h.url(), Some("Plain passexample"), &body).0, 200);
     assert_eq!(post(&h.url(), Some("Plain passexamplE"), &body).0, 401);
@@ -189,9 +189,7 @@ fn store_unavailable_gets_503_with_retry_after() {
 
 #[test]
 fn connections_beyond_the_limit_get_a_quick_503() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_MAX_CONNECTIONS", "2");
-    });
+    let h = Test::new().env("ESPFD_MAX_CONNECTIONS", "2").start();
     let addr = h.service.as_ref().unwrap().local_addr();
     // Two connections in the middle of a request hold both slots (idle ones would be closed
     // to make room: limits.rs).

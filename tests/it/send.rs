@@ -16,7 +16,7 @@ use espfd::util::{base64_decode, now_ms, parse_http_date};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::harness::{Harness, TempDir, PASSWORD, USER};
+use crate::harness::{Harness, TempDir, Test, PASSWORD, USER};
 
 const BIN: &str = env!("CARGO_BIN_EXE_espfd");
 
@@ -167,10 +167,10 @@ fn wrong_credentials_get_401_and_nothing_is_stored() {
 
 #[test]
 fn custom_scheme_right_and_wrong() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_AUTH", "custom")
-            .set("ESPFD_AUTH_CUSTOM", "Plain passexample");
-    });
+    let h = Test::new()
+        .env("ESPFD_AUTH", "custom")
+        .env("ESPFD_AUTH_CUSTOM", "Plain passexample")
+        .start();
     let url = h.url();
     let custom = [
         ("ESPFD_AUTH", "custom"),

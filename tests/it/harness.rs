@@ -150,7 +150,12 @@ impl Test {
             .local_addr()
             .unwrap()
             .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        self.spawn_at(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// Starts the binary listening on `addr` (a restart on the port of an earlier one) and
+    /// waits until it accepts connections.
+    pub fn spawn_at(&self, addr: SocketAddr) -> Espfd {
         let mut cmd = self.command();
         cmd.env("ESPFD_LISTEN", addr.to_string());
         Espfd::start(cmd, addr)

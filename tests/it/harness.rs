@@ -8,7 +8,7 @@
 //!
 //! Also the helpers to post events and wait for outcomes.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -84,8 +84,10 @@ pub fn raw_config(sim: &Sim, state: &TempDir) -> RawConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Test {
     env: Vec<(String, String)>,
+    unset: Vec<String>,
     args: Vec<String>,
     shell: Option<String>,
+    stdin: Vec<u8>,
 }
 
 impl Test {
@@ -96,7 +98,21 @@ impl Test {
     /// Sets `name` (a later value wins).
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Test {
         self.env.retain(|(k, _)| k != name);
+        self.unset.retain(|k| k != name);
         self.env.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// Leaves `name` out (after [`Test::sim_env`], say).
+    pub fn unset(mut self, name: &str) -> Test {
+        self.env.retain(|(k, _)| k != name);
+        self.unset.push(name.to_string());
+        self
+    }
+
+    /// What the binary reads on its standard input (`.run()`); nothing by default.
+    pub fn stdin(mut self, bytes: &[u8]) -> Test {
+        self.stdin = bytes.to_vec();
         self
     }
 
@@ -134,12 +150,26 @@ impl Test {
         cmd.args(&self.args)
             .env_clear()
             .envs(self.env.iter().cloned());
+        for name in &self.unset {
+            cmd.env_remove(name);
+        }
         cmd
     }
 
     /// Runs the binary to its end.
     pub fn run(&self) -> Run {
-        Run(self.command().stdin(Stdio::null()).output().unwrap())
+        let mut child = self
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Written whole before the output is read: the inputs of these tests are small.
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(&self.stdin).unwrap();
+        drop(input);
+        Run(child.wait_with_output().unwrap())
     }
 
     /// Starts the binary on a free loopback port (any ESPFD_LISTEN given is replaced) and
@@ -365,6 +395,8 @@ pub struct Espfd {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    /// Copies stderr into `log`; ends when the process has exited.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Espfd {
@@ -392,7 +424,7 @@ impl Espfd {
         let log = Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
         let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let mut l = sink.lock().unwrap();
@@ -400,7 +432,12 @@ impl Espfd {
                 l.push('\n');
             }
         });
-        let mut d = Espfd { child, addr, log };
+        let mut d = Espfd {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        };
         let up = eventually(Duration::from_secs(10), || {
             TcpStream::connect(addr).is_ok() || d.child.try_wait().unwrap().is_some()
         });
@@ -421,9 +458,14 @@ impl Espfd {
         self.log.lock().unwrap().clone()
     }
 
-    /// Waits for it to exit (after a signal, say) and returns how it did.
+    /// Waits for it to exit (after a signal, say) and returns how it did; [`Espfd::log`]
+    /// then holds everything it logged.
     pub fn wait(&mut self) -> ExitStatus {
-        self.child.wait().unwrap()
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        status
     }
 
     /// Whether it is still running.

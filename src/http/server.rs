@@ -645,14 +645,18 @@ fn write_response<S: Transport>(
         }
         let _ = write!(out, "{k}: {v}\r\n");
     }
-    let _ = write!(out, "Content-Length: {}\r\n", resp.body.len());
+    // A 204 has no body and, by RFC 9110 §8.6, no Content-Length.
+    let no_content = resp.status == 204;
+    if !no_content {
+        let _ = write!(out, "Content-Length: {}\r\n", resp.body.len());
+    }
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if http10 {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if !head_only {
+    if !head_only && !no_content {
         out.extend_from_slice(&resp.body);
     }
     stream.write_all(&out)?;

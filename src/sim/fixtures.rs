@@ -280,3 +280,17 @@ pub(super) fn dids() -> Vec<Value> {
                "i_master_account": 1000889, "frozen": "N", "description": "Cascade main line"}),
     ]
 }
+
+/// SIM cards, as `SIMCard/get_card_list` elements. PortaOne's method and field names here
+/// are not in public code (spec notes: inferred); the simulator, the shipped templates and
+/// the tests agree on them. The MSISDN is the linked account's ID.
+pub(super) fn sim_cards() -> Vec<Value> {
+    vec![
+        json!({"i_sim_card": 9001, "imsi": "250991234567890", "iccid": "8970199123456789012",
+               "msisdn": "79123456789", "status": "used", "i_account": 277147}),
+        json!({"i_sim_card": 9002, "imsi": "250991234567891", "iccid": "8970199123456789013",
+               "msisdn": "6808881050", "status": "used", "i_account": 2984}),
+        json!({"i_sim_card": 9003, "imsi": "250991234567892", "iccid": "8970199123456789014",
+               "msisdn": "", "status": "available", "i_account": null}),
+    ]
+}

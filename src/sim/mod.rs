@@ -21,9 +21,12 @@
 //! everything in memory, signs nothing (its access tokens only look like JWTs) and trusts
 //! its caller — it is a test double, never to be exposed to a network one does not control.
 
+mod dataverse;
 mod espf;
 mod fixtures;
 mod pb;
+mod pyhss;
+mod stalker;
 mod target;
 
 use std::collections::{HashMap, VecDeque};
@@ -38,8 +41,11 @@ use crate::config::Limits;
 use crate::http::{serve, Request, Response, Server};
 use crate::util::{jitter_u64, now_ms};
 
+pub use dataverse::{CLIENT_ID as DATAVERSE_CLIENT_ID, CLIENT_SECRET as DATAVERSE_CLIENT_SECRET};
 pub use espf::PREDEFINED_GROUPS;
 pub use pb::{FAULT_INVALID_REQUEST, FAULT_UNKNOWN_METHOD};
+pub use pyhss::PROVISIONING_KEY as PYHSS_PROVISIONING_KEY;
+pub use stalker::{PASSWORD as STALKER_PASSWORD, USER as STALKER_USER};
 
 /// How a [`Sim`] behaves. Start from `SimConfig::default()` and change what a test needs.
 #[derive(Debug, Clone)]
@@ -202,6 +208,7 @@ struct State {
     customers: HashMap<i64, Value>,
     invoices: HashMap<i64, Value>,
     dids: Vec<Value>,
+    sim_cards: Vec<Value>,
     groups: Vec<Group>,
     /// Added to every ESPF status report before it is answered.
     status_delay: Duration,
@@ -212,6 +219,12 @@ struct State {
     /// The replies espfd gave to those callbacks: (i_event, HTTP status; 0 for no reply).
     /// Shared with the threads that make the callbacks after the reply.
     callback_replies: Arc<Mutex<Vec<(i64, u16)>>>,
+    /// The fake PyHSS's subscribers (`/pyhss`).
+    pyhss: pyhss::PyHss,
+    /// The fake Stalker portal's accounts (`/stalker_portal/api`).
+    stalker: stalker::Stalker,
+    /// The fake OAuth 2.0 token endpoint and Dataverse Web API (`/oauth`, `/dataverse`).
+    dataverse: dataverse::Dataverse,
 }
 
 /// When the simulated target calls espfd's completion endpoint, relative to its own reply.
@@ -283,6 +296,18 @@ impl Inner {
         if let Some(rest) = path.strip_prefix("/_sim/") {
             return self.control(req, rest);
         }
+        if let Some(rest) = path.strip_prefix("/pyhss/") {
+            return pyhss::handle(self, req, rest);
+        }
+        if let Some(rest) = path.strip_prefix("/stalker_portal/api/") {
+            return stalker::handle(self, req, rest);
+        }
+        if let Some(rest) = path.strip_prefix("/oauth/") {
+            return dataverse::token(self, req, rest);
+        }
+        if let Some(rest) = path.strip_prefix("/dataverse/") {
+            return dataverse::data(self, req, rest);
+        }
         if path == "/" {
             if req.method != "GET" && req.method != "HEAD" {
                 return method_not_allowed("GET");
@@ -318,7 +343,11 @@ POST /espf/v1/account/i/<i_account>/status   ESPF status report\n\
 POST /espf/v1/account/<id>/status      ESPF status report by account ID\n\
 GET  /espf/v1/groups                   ESPF service groups\n\
 POST /espf/v1/group/create             register a custom service group\n\
-POST /target                           HTTP provisioning target\n";
+POST /target                           HTTP provisioning target\n\
+PUT|PATCH|GET|DELETE /pyhss/subscriber/...   a fake PyHSS (HSS) REST API (header Provisioning-Key)\n\
+GET|POST|PUT|DELETE /stalker_portal/api/accounts[/<id>]   a fake Stalker/Ministra IPTV portal (Basic auth)\n\
+POST /oauth/<tenant>/oauth2/v2.0/token   a fake OAuth 2.0 client-credentials token endpoint\n\
+PATCH|GET|DELETE /dataverse/api/data/v9.2/<set>(<key>=<value>)   a fake Dataverse Web API (Bearer)\n";
 
 /// A running simulator. Dropping it stops the server too; [`Sim::shutdown`] does it
 /// explicitly.
@@ -352,11 +381,15 @@ impl Sim {
             customers: fixtures::customers(),
             invoices: fixtures::invoices(),
             dids: fixtures::dids(),
+            sim_cards: fixtures::sim_cards(),
             groups: espf::groups_from(&cfg.groups),
             status_delay: Duration::ZERO,
             status_down: false,
             callbacks: HashMap::new(),
             callback_replies: Arc::default(),
+            pyhss: pyhss::PyHss::default(),
+            stalker: stalker::Stalker::default(),
+            dataverse: dataverse::Dataverse::default(),
         };
         let inner = Arc::new(Inner {
             cfg,
@@ -641,6 +674,36 @@ impl Sim {
         let replies = self.inner.state().callback_replies.clone();
         let list = replies.lock().unwrap_or_else(|p| p.into_inner()).clone();
         list
+    }
+
+    /// The fake PyHSS's subscribers, in `subscriber_id` order.
+    pub fn pyhss_subscribers(&self) -> Vec<Value> {
+        self.inner.state().pyhss.subscribers()
+    }
+
+    /// The fake Stalker portal's accounts, in creation order.
+    pub fn stalker_accounts(&self) -> Vec<Value> {
+        self.inner.state().stalker.accounts()
+    }
+
+    /// The fake Dataverse's records of `entity_set`: (`key=value`, record).
+    pub fn dataverse_records(&self, entity_set: &str) -> Vec<(String, Value)> {
+        self.inner.state().dataverse.records(entity_set)
+    }
+
+    /// How many access tokens the fake OAuth 2.0 endpoint has issued.
+    pub fn oauth_tokens_issued(&self) -> usize {
+        self.inner.state().dataverse.issued
+    }
+
+    /// The lifetime of the access tokens issued from now on (`expires_in`).
+    pub fn set_oauth_ttl(&self, ttl: Duration) {
+        self.inner.state().dataverse.ttl = ttl;
+    }
+
+    /// Invalidates every access token issued so far: the next data call is 401.
+    pub fn revoke_oauth_tokens(&self) {
+        self.inner.state().dataverse.revoke();
     }
 
     /// ESPF status reports take `delay` before they are answered (zero: at once).

@@ -17,6 +17,11 @@
 //! - refresh tokens live until rotated, logged out or revoked; an access token stays valid
 //!   until its own expiry even after a refresh (it is a JWT in real life).
 //!
+//! `SIMCard/get_card_list {i_account | imsi}` → `{"card_list": [...]}` and
+//! `SIMCard/get_card_info {i_sim_card | imsi | iccid}` → `{"card_info": {...}}` follow names
+//! that are not in public code (inferred from the `get_<x>_info` → `<x>_info` rule): the
+//! simulator, templates and tests agree on them, a real installation may differ.
+//!
 //! Not here: realms and ports, brute-force lockout, file replies, any method espfd does not
 //! call, and signatures — the access tokens only look like JWTs.
 
@@ -85,6 +90,8 @@ enum Method {
     CustomerInfo,
     InvoiceInfo,
     NumberList,
+    CardList,
+    CardInfo,
     Version,
 }
 
@@ -100,6 +107,8 @@ impl Method {
             ("Customer", "get_customer_info") => Method::CustomerInfo,
             ("Invoice", "get_invoice_info") => Method::InvoiceInfo,
             ("DID", "get_number_list") => Method::NumberList,
+            ("SIMCard", "get_card_list") => Method::CardList,
+            ("SIMCard", "get_card_info") => Method::CardInfo,
             ("Generic", "get_version") => Method::Version,
             _ => return None,
         })
@@ -250,6 +259,42 @@ fn authorized(
             })
         }
         Method::NumberList => number_list(&st, p, &bad),
+        Method::CardList => {
+            let cards = &st.sim_cards;
+            let list: Vec<Value> = if let Some(v) = p.get("i_account") {
+                let id = int_of(v).ok_or_else(|| bad("i_account must be an integer"))?;
+                cards
+                    .iter()
+                    .filter(|c| c.get("i_account").and_then(Value::as_i64) == Some(id))
+                    .cloned()
+                    .collect()
+            } else if let Some(v) = p.get("imsi") {
+                let imsi = v.as_str().ok_or_else(|| bad("imsi must be a string"))?;
+                cards
+                    .iter()
+                    .filter(|c| c.get("imsi").and_then(Value::as_str) == Some(imsi))
+                    .cloned()
+                    .collect()
+            } else {
+                return Err(bad("i_account or imsi is required"));
+            };
+            Ok(json!({ "card_list": list }))
+        }
+        Method::CardInfo => {
+            let (field, value) = ["i_sim_card", "imsi", "iccid"]
+                .iter()
+                .find_map(|f| p.get(*f).map(|v| (*f, v.clone())))
+                .ok_or_else(|| bad("i_sim_card, imsi or iccid is required"))?;
+            let found = st.sim_cards.iter().find(|c| match (&value, c.get(field)) {
+                (Value::String(want), Some(Value::String(have))) => want == have,
+                (want, Some(have)) => int_of(want).is_some() && int_of(want) == int_of(have),
+                _ => false,
+            });
+            Ok(match found {
+                Some(c) => json!({ "card_info": c }),
+                None => json!({}),
+            })
+        }
         Method::Version => Ok(json!({ "version": "espfd simulator" })),
         Method::Login | Method::Refresh | Method::Logout | Method::Ping => {
             // Routed before authentication; never reaches here, but answer sanely anyway.

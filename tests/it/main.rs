@@ -24,6 +24,7 @@ mod robustness;
 
 mod send;
 mod sim;
+mod sim_systems;
 mod simulate;
 mod support;
 mod tls;

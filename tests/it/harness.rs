@@ -200,6 +200,10 @@ impl Test {
     /// Starts the service in this process against `sim`, with the usual test variables
     /// ([`sim_env`], a private state dir) under those given.
     pub fn start_on(self, sim: Sim) -> Harness {
+        assert!(
+            self.unset.is_empty() && self.args.is_empty() && self.shell.is_none(),
+            "unset, args and shell apply to the binary only"
+        );
         Harness::with_sim(sim, |raw| {
             for (k, v) in &self.env {
                 raw.set(k, v);

@@ -21,6 +21,7 @@
 //! everything in memory, signs nothing (its access tokens only look like JWTs) and trusts
 //! its caller — it is a test double, never to be exposed to a network one does not control.
 
+mod cai3g;
 mod dataverse;
 mod espf;
 mod fixtures;
@@ -41,6 +42,7 @@ use crate::config::Limits;
 use crate::http::{serve, Request, Response, Server};
 use crate::util::{jitter_u64, now_ms};
 
+pub use cai3g::{PASSWORD as CAI3G_PASSWORD, USER as CAI3G_USER};
 pub use dataverse::{CLIENT_ID as DATAVERSE_CLIENT_ID, CLIENT_SECRET as DATAVERSE_CLIENT_SECRET};
 pub use espf::PREDEFINED_GROUPS;
 pub use pb::{FAULT_INVALID_REQUEST, FAULT_UNKNOWN_METHOD};
@@ -225,6 +227,8 @@ struct State {
     stalker: stalker::Stalker,
     /// The fake OAuth 2.0 token endpoint and Dataverse Web API (`/oauth`, `/dataverse`).
     dataverse: dataverse::Dataverse,
+    /// The fake CAI3G HLR's sessions and subscribers (`/CAI3G1.2/services/CAI3G1.2`).
+    cai3g: cai3g::Cai3g,
 }
 
 /// When the simulated target calls espfd's completion endpoint, relative to its own reply.
@@ -308,6 +312,9 @@ impl Inner {
         if let Some(rest) = path.strip_prefix("/dataverse/") {
             return dataverse::data(self, req, rest);
         }
+        if path == "/CAI3G1.2/services/CAI3G1.2" {
+            return cai3g::handle(self, req);
+        }
         if path == "/" {
             if req.method != "GET" && req.method != "HEAD" {
                 return method_not_allowed("GET");
@@ -347,7 +354,8 @@ POST /target                           HTTP provisioning target\n\
 PUT|PATCH|GET|DELETE /pyhss/subscriber/...   a fake PyHSS (HSS) REST API (header Provisioning-Key)\n\
 GET|POST|PUT|DELETE /stalker_portal/api/accounts[/<id>]   a fake Stalker/Ministra IPTV portal (Basic auth)\n\
 POST /oauth/<tenant>/oauth2/v2.0/token   a fake OAuth 2.0 client-credentials token endpoint\n\
-PATCH|GET|DELETE /dataverse/api/data/v9.2/<set>(<key>=<value>)   a fake Dataverse Web API (Bearer)\n";
+PATCH|GET|DELETE /dataverse/api/data/v9.2/<set>(<key>=<value>)   a fake Dataverse Web API (Bearer)\n\
+POST /CAI3G1.2/services/CAI3G1.2       a fake Ericsson CAI3G 1.2 SOAP HLR (Login, Create, Set, Get, Delete, Logout)\n";
 
 /// A running simulator. Dropping it stops the server too; [`Sim::shutdown`] does it
 /// explicitly.
@@ -390,6 +398,7 @@ impl Sim {
             pyhss: pyhss::PyHss::default(),
             stalker: stalker::Stalker::default(),
             dataverse: dataverse::Dataverse::default(),
+            cai3g: cai3g::Cai3g::default(),
         };
         let inner = Arc::new(Inner {
             cfg,
@@ -704,6 +713,21 @@ impl Sim {
     /// Invalidates every access token issued so far: the next data call is 401.
     pub fn revoke_oauth_tokens(&self) {
         self.inner.state().dataverse.revoke();
+    }
+
+    /// The fake CAI3G HLR's subscribers: (MSISDN, the `MOAttributes` XML as sent).
+    pub fn cai3g_subscribers(&self) -> Vec<(String, String)> {
+        self.inner.state().cai3g.subscribers()
+    }
+
+    /// Successful CAI3G `Login`s so far.
+    pub fn cai3g_logins(&self) -> usize {
+        self.inner.state().cai3g.logins
+    }
+
+    /// Ends every CAI3G session: the next operation gets fault 1001.
+    pub fn end_cai3g_sessions(&self) {
+        self.inner.state().cai3g.end_sessions();
     }
 
     /// ESPF status reports take `delay` before they are answered (zero: at once).

@@ -375,3 +375,88 @@ fn dataverse_issues_client_credentials_tokens_and_upserts_by_alternate_key() {
         404
     );
 }
+
+/// A CAI3G request envelope, as a client writes it (its own prefixes).
+fn soap(session: Option<&str>, body: &str) -> String {
+    let header = session
+        .map(|s| format!("<soapenv:Header><cai3:SessionId>{s}</cai3:SessionId></soapenv:Header>"))
+        .unwrap_or_default();
+    format!(
+        r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:cai3="http://schemas.ericsson.com/cai3g1.2/">{header}<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"#
+    )
+}
+
+#[test]
+fn cai3g_logs_in_and_creates_sets_gets_deletes_subscribers_with_soap_faults() {
+    use espfd::sim::{CAI3G_PASSWORD, CAI3G_USER};
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    let url = format!("{}/CAI3G1.2/services/CAI3G1.2", sim.url());
+    let xml = "text/xml; charset=utf-8";
+    let op = |action: &str, body: String| -> (u16, String) {
+        let (code, v) = call(
+            "POST",
+            &url,
+            &[("SOAPAction", &format!("\"CAI3G#{action}\""))],
+            Some((xml, &body)),
+        );
+        (code, v.as_str().unwrap_or_default().to_string())
+    };
+    let (code, text) = op("Login", soap(None, &format!("<cai3:Login><cai3:userId>{CAI3G_USER}</cai3:userId><cai3:pwd>wrong</cai3:pwd></cai3:Login>")));
+    assert_eq!(code, 500);
+    assert!(text.contains("Fault") && text.contains(">3001<"), "{text}");
+    let (code, text) = op("Login", soap(None, &format!("<cai3:Login><cai3:userId>{CAI3G_USER}</cai3:userId><cai3:pwd>{CAI3G_PASSWORD}</cai3:pwd></cai3:Login>")));
+    assert_eq!(code, 200, "{text}");
+    let session = text
+        .split("sessionId>")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("</cai3:")
+        .to_string();
+    assert_eq!(sim.cai3g_logins(), 1);
+
+    let mo = |verb: &str, attrs: &str| {
+        format!("<cai3:{verb}><cai3:MOType>SubscriberData@http://schemas.ericsson.com/pg/hlr/13.5/</cai3:MOType><cai3:MOId><msisdn>46701234567</msisdn></cai3:MOId><cai3:MOAttributes>{attrs}</cai3:MOAttributes></cai3:{verb}>")
+    };
+    let (code, text) = op("Create", soap(None, &mo("Create", "")));
+    assert_eq!(code, 500);
+    assert!(text.contains(">1001<"), "no session: {text}");
+    let (code, _) = op("Set", soap(Some(&session), &mo("Set", "<imsi>1</imsi>")));
+    assert_eq!(code, 500, "Set of an unknown subscriber");
+    assert_eq!(
+        op(
+            "Create",
+            soap(
+                Some(&session),
+                &mo("Create", "<imsi>240991234567890</imsi>")
+            )
+        )
+        .0,
+        200
+    );
+    let (code, text) = op("Create", soap(Some(&session), &mo("Create", "")));
+    assert_eq!(code, 500);
+    assert!(text.contains(">4001<"), "{text}");
+    assert_eq!(
+        op(
+            "Set",
+            soap(Some(&session), &mo("Set", "<imsi>240991234567891</imsi>"))
+        )
+        .0,
+        200
+    );
+    let (code, text) = op("Get", soap(Some(&session), &mo("Get", "")));
+    assert_eq!(code, 200);
+    assert!(text.contains("<imsi>240991234567891</imsi>"), "{text}");
+    assert_eq!(
+        sim.cai3g_subscribers(),
+        vec![(
+            "46701234567".to_string(),
+            "<imsi>240991234567891</imsi>".to_string()
+        )]
+    );
+
+    sim.end_cai3g_sessions();
+    assert!(op("Get", soap(Some(&session), &mo("Get", "")))
+        .1
+        .contains(">1001<"));
+}

@@ -6,11 +6,13 @@
 //!
 //! Modules, roughly in the order an event meets them: [`http`] (the listener), [`ingress`]
 //! (auth, validation), [`event`], [`store`], [`pipeline`] (lanes and workers),
-//! [`portabilling`], [`target`], [`espf`]; around them [`config`], [`service`] (wiring),
-//! [`sim`] (simulated PortaBilling, ESPF API and target) and [`cli`].
+//! [`portabilling`], [`enrich`] (one attempt's context for the connector), [`target`],
+//! [`espf`]; around them [`config`], [`service`] (wiring), [`sim`] (simulated PortaBilling,
+//! ESPF API and target) and [`cli`].
 
 pub mod cli;
 pub mod config;
+pub mod enrich;
 pub mod error;
 pub mod espf;
 pub mod event;

@@ -14,7 +14,7 @@ use crate::espf::EspfClient;
 use crate::http::{self, Server, Tls};
 use crate::ingress::{Health, Ingress};
 use crate::metrics::Metrics;
-use crate::pipeline::{Ctx, Pipeline, Step};
+use crate::pipeline::{Ctx, Pipeline, RetryPolicy, Step};
 use crate::portabilling::PbClient;
 use crate::store::{Store, WriterThread};
 use crate::target::Target;
@@ -101,10 +101,12 @@ impl Service {
             espf,
             target,
             group: config.group.clone(),
-            retry_max_age_ms: config.retry_max_age.as_millis() as i64,
-            retry_initial_ms: config.retry_initial.as_millis() as i64,
-            retry_max_delay_ms: config.retry_max_delay.as_millis() as i64,
-            async_timeout_ms: config.async_timeout.as_millis() as i64,
+            retry: RetryPolicy {
+                initial: config.retry_initial,
+                max_delay: config.retry_max_delay,
+                max_age: config.retry_max_age,
+                async_timeout: config.async_timeout,
+            },
             observer: observer.clone(),
             metrics: metrics.clone(),
         });

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use crate::config::find_var;
 use crate::error::Error;
 use crate::redact::printable;
-use crate::store::{Reader, Replay, Row};
+use crate::store::{Reader, Replay, State, StoredEvent};
 use crate::util::format_rfc3339;
 
 /// Usage of `espfd events`.
@@ -29,7 +29,7 @@ States: queued, retry, report (status report owed), in_progress, done, failed.
 
 struct Args {
     state_dir: Option<PathBuf>,
-    state: Option<String>,
+    state: Option<State>,
     account: Option<i64>,
     limit: usize,
     failed: bool,
@@ -56,12 +56,10 @@ fn parse(args: &[String]) -> Result<Args, Error> {
             "--state-dir" => a.state_dir = Some(PathBuf::from(value("--state-dir")?)),
             "--state" => {
                 let s = value("--state")?;
-                if !["queued", "retry", "report", "in_progress", "done", "failed"]
-                    .contains(&s.as_str())
-                {
+                let Some(state) = State::parse(&s) else {
                     return Err(Error::Usage(format!("unknown state '{s}'\n{USAGE}")));
-                }
-                a.state = Some(s);
+                };
+                a.state = Some(state);
             }
             "--failed" => a.failed = true,
             "--account" => {
@@ -146,11 +144,11 @@ fn run_into(args: &[String], out: &mut String) -> Result<ExitCode, Error> {
     match sub.as_str() {
         "list" => {
             let state = if a.failed {
-                Some("failed".to_string())
+                Some(State::Failed)
             } else {
-                a.state.clone()
+                a.state
             };
-            let rows = open(&a)?.list(state.as_deref(), a.account, a.limit)?;
+            let rows = open(&a)?.list(state, a.account, a.limit)?;
             say!(
                 out,
                 "{:<12} {:<11} {:<11} {:>4}  {:<24} {:<24} {:<22} message",
@@ -234,7 +232,7 @@ fn run_into(args: &[String], out: &mut String) -> Result<ExitCode, Error> {
                             "no event with i_event {id} in the store"
                         )))
                     }
-                    Some(r) if matches!(r.state.as_str(), "queued" | "retry" | "report") => {
+                    Some(r) if r.state.is_open() => {
                         return Err(Error::Other(format!(
                             "i_event {id} is still {} (not finished); nothing to replay",
                             r.state
@@ -259,7 +257,7 @@ fn run_into(args: &[String], out: &mut String) -> Result<ExitCode, Error> {
     }
 }
 
-fn print_row(out: &mut String, r: &Row, redact: &[String]) {
+fn print_row(out: &mut String, r: &StoredEvent, redact: &[String]) {
     say!(out, "i_event:      {}", r.i_event);
     say!(out, "event_type:   {}", printable(&r.event_type));
     say!(out, "entity:       {}", printable(&r.entity));
@@ -275,7 +273,7 @@ fn print_row(out: &mut String, r: &Row, redact: &[String]) {
     );
     say!(out, "attempts:     {}", r.attempts);
     say!(out, "received_at:  {}", format_rfc3339(r.received_at));
-    if matches!(r.state.as_str(), "retry" | "report" | "in_progress") {
+    if matches!(r.state, State::Retry | State::Report | State::InProgress) {
         say!(out, "next_at:      {}", format_rfc3339(r.next_at));
     }
     if let Some(t) = r.finished_at {

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 
-use super::{Delivery, Outcome};
+use super::Outcome;
+use crate::enrich::Context;
 use crate::espf::MAX_MESSAGE;
 use crate::outbound::Failure;
 use crate::util::truncate_chars;
@@ -44,15 +45,15 @@ impl ExecTarget {
     }
 
     /// Runs the command for one event.
-    pub fn deliver(&self, d: &Delivery<'_>) -> Outcome {
+    pub fn deliver(&self, d: &Context<'_>) -> Outcome {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(&self.command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("ESPFD_I_EVENT", d.i_event.to_string())
-            .env("ESPFD_EVENT_TYPE", d.event_type)
+            .env("ESPFD_I_EVENT", d.i_event().to_string())
+            .env("ESPFD_EVENT_TYPE", &d.event.event_type)
             .env("ESPFD_ATTEMPT", d.attempt.to_string())
             .env("ESPFD_GROUP", d.group)
             // Its own process group, so that a timeout kills whatever it started too.
@@ -63,13 +64,13 @@ impl ExecTarget {
             cmd.env_remove(var.name)
                 .env_remove(format!("{}_FILE", var.name));
         }
-        if let Some(kind) = d.entity_kind {
+        if let Some(kind) = d.entity_kind() {
             cmd.env("ESPFD_ENTITY_KIND", kind);
         }
-        if let Some(id) = d.entity_id {
+        if let Some(id) = d.entity_id() {
             cmd.env("ESPFD_ENTITY_ID", id);
         }
-        if let Some(acc) = d.i_account {
+        if let Some(acc) = d.i_account() {
             cmd.env("ESPFD_I_ACCOUNT", acc.to_string());
         }
         let mut child = match cmd.spawn() {
@@ -81,7 +82,7 @@ impl ExecTarget {
             }
         };
         if let Some(mut stdin) = child.stdin.take() {
-            let doc = d.document.to_vec();
+            let doc = d.document.clone().into_bytes();
             // A command that does not read its stdin must not block us.
             thread::spawn(move || {
                 let _ = stdin.write_all(&doc);

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::Outcome;
+use crate::enrich::Context;
 use crate::error::Error;
 use crate::espf::MAX_MESSAGE;
 use crate::outbound::{self, Failure};
@@ -27,14 +28,14 @@ impl HttpTarget {
         })
     }
 
-    /// Sends one document.
-    pub fn deliver(&self, i_event: i64, document: &[u8]) -> Outcome {
+    /// Sends the context's document.
+    pub fn deliver(&self, context: &Context<'_>) -> Outcome {
         let sent = self
             .agent
             .post(&self.url)
             .header("Content-Type", "application/json")
-            .header("Idempotency-Key", i_event.to_string())
-            .send(document);
+            .header("Idempotency-Key", context.i_event().to_string())
+            .send(context.document.as_bytes());
         let mut resp = match sent {
             Ok(r) => r,
             Err(e) => return Outcome::Failed(Failure::transient(format!("target: {e}"))),

@@ -35,7 +35,12 @@ fn callback(base: &str, i_event: i64, body: &str) -> (u16, String) {
 }
 
 fn state_of(h: &Harness, i_event: i64) -> String {
-    h.reader().get(i_event).unwrap().expect("stored").state
+    h.reader()
+        .get(i_event)
+        .unwrap()
+        .expect("stored")
+        .state
+        .to_string()
 }
 
 #[test]
@@ -209,7 +214,7 @@ fn a_recorded_completion_survives_kill_9_before_the_final_report() {
         espfd::store::Reader::open(&db)
             .ok()
             .and_then(|r| r.get(i_event).ok().flatten())
-            .map(|r| r.state)
+            .map(|r| r.state.to_string())
     };
 
     // ESPF is down: the IN_PROGRESS report is owed when the callback arrives.

@@ -157,17 +157,10 @@ fn dashboard_uses_only_metrics_espfd_serves() {
 /// The document espfd's exec connector gets for an account event (built by the same code).
 fn account_doc(i_event: i64, entity: Option<Value>) -> String {
     let variables = json!({"i_event": i_event, "i_account": 1000889});
-    espfd::target::document(
-        i_event,
-        "Subscriber/Updated",
-        variables.as_object().unwrap(),
-        "2026-11-27T09:49:18.518Z",
-        1,
-        "Netaccess",
-        Some("account"),
-        entity,
-    )
-    .to_string()
+    let body = json!({"event_type": "Subscriber/Updated", "variables": variables}).to_string();
+    let event = espfd::event::Event::parse(body.as_bytes()).unwrap();
+    // 2026-11-27T09:49:18.518Z
+    espfd::enrich::Context::new(&event, 1_795_772_958_518, 1, "Netaccess", entity).document
 }
 
 fn account(password: &str, blocked: &str, bill_status: &str) -> Value {

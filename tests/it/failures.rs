@@ -11,7 +11,7 @@ use crate::harness::{account_event, eventually, Harness, TempDir, Test};
 
 fn row_state(h: &Harness, i_event: i64) -> (String, Option<String>, Option<String>, i64) {
     let r = h.reader().get(i_event).unwrap().expect("stored");
-    (r.state, r.status, r.message, r.attempts)
+    (r.state.to_string(), r.status, r.message, r.attempts)
 }
 
 #[test]
@@ -697,7 +697,7 @@ fn pending_events_move_lanes_when_the_worker_count_changes() {
     h.service = Some(espfd::service::Service::start(&h.config, Some(tx)).unwrap());
     h.wait_finished(&ids, Duration::from_secs(20));
     let rows = h.reader().list(None, None, 100).unwrap();
-    assert!(rows.iter().all(|r| r.state == "done"));
+    assert!(rows.iter().all(|r| r.state == espfd::store::State::Done));
     assert!(
         rows.iter().any(|r| r.lane >= 2),
         "events were re-assigned to the new lanes"

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use espfd::pipeline::Step;
-use espfd::store::lane_of;
+use espfd::store::{lane_of, State};
 
 use crate::harness::{account_event, eventually, Harness, Test};
 
@@ -61,7 +61,7 @@ fn one_event_of_each_kind_reaches_the_target_and_accounts_get_ok() {
     );
 
     let row = h.reader().get(7615).unwrap().unwrap();
-    assert_eq!(row.state, "done");
+    assert_eq!(row.state, State::Done);
     assert_eq!(row.status.as_deref(), Some("OK"));
 }
 
@@ -216,7 +216,7 @@ fn revoked_session_leads_to_exactly_one_new_login() {
     }
     h.wait_finished(&ids, Duration::from_secs(20));
     assert_eq!(h.sim.logins(), 2, "one re-login shared by all workers");
-    let rows = h.reader().list(Some("done"), None, 100).unwrap();
+    let rows = h.reader().list(Some(State::Done), None, 100).unwrap();
     assert_eq!(
         rows.len(),
         25,
@@ -259,7 +259,7 @@ fn permanent_target_failure_is_reported_failed_and_kept() {
     assert_eq!(st[0].status, "FAILED");
     assert!(st[0].message.contains("422"), "{}", st[0].message);
     let row = h.reader().get(43).unwrap().unwrap();
-    assert_eq!(row.state, "failed");
+    assert_eq!(row.state, State::Failed);
 }
 
 #[test]
@@ -327,5 +327,8 @@ fn pending_events_survive_a_restart_in_process() {
     h.steps = rx;
     h.service = Some(espfd::service::Service::start(&h.config, Some(tx)).unwrap());
     h.wait_finished(&[1, 2, 3, 4, 5], Duration::from_secs(15));
-    assert_eq!(h.reader().list(Some("done"), None, 10).unwrap().len(), 5);
+    assert_eq!(
+        h.reader().list(Some(State::Done), None, 10).unwrap().len(),
+        5
+    );
 }

@@ -383,17 +383,17 @@ impl Event {
 
     fn doc(&self) -> String {
         let variables = json!({"i_event": self.i_event, "i_account": self.i_account});
-        espfd::target::document(
-            self.i_event,
-            "Subscriber/Updated",
-            variables.as_object().unwrap(),
-            "2026-11-27T09:49:18.518Z",
+        let body = json!({"event_type": "Subscriber/Updated", "variables": variables}).to_string();
+        let event = espfd::event::Event::parse(body.as_bytes()).unwrap();
+        // 2026-11-27T09:49:18.518Z
+        espfd::enrich::Context::new(
+            &event,
+            1_795_772_958_518,
             1,
             "Netaccess",
-            Some("account"),
             self.entity.clone(),
         )
-        .to_string()
+        .document
     }
 }
 

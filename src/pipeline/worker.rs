@@ -1,0 +1,292 @@
+//! One event in a worker's hands: an attempt (look the entity up, call the target), or the
+//! status report still owed, then what is recorded: [`conclude`] for an end (or a report
+//! owed), [`retry_later`] for a transient failure, each through [`save`].
+
+use std::thread;
+use std::time::Duration;
+
+use super::{Ctx, Step};
+use crate::enrich::{self, Context};
+use crate::espf::Status;
+use crate::event::Event;
+use crate::metrics::Call;
+use crate::outbound::Failure;
+use crate::store::{Early, State, StoredEvent, Update};
+use crate::target::Outcome;
+use crate::util::now_ms;
+
+/// Handles one event: a full attempt, or only the status report still owed.
+pub(super) fn process(ctx: &Ctx, row: &StoredEvent) {
+    let ev = match &row.event {
+        Ok(ev) => ev,
+        Err(reason) => {
+            // Cannot happen for bodies the ingress accepted; keep it visible if it does.
+            let message = format!("stored event no longer parses: {reason}");
+            log::error!("i_event={} {message}", row.i_event);
+            let failed = Update::new(row, State::Failed, Status::Failed.as_str(), &message);
+            let _ = save(ctx, failed);
+            return;
+        }
+    };
+    if row.state == State::Report {
+        let status = row
+            .status
+            .as_deref()
+            .and_then(Status::parse)
+            .unwrap_or(Status::Failed);
+        let message = row.message.clone().unwrap_or_default();
+        conclude(ctx, row, ev, row.attempts, status, message);
+        return;
+    }
+
+    let attempt = row.attempts + 1;
+    // Until the outcome is recorded, a completion callback for this event is kept for it.
+    let _delivering = ctx.store.delivering(ev.i_event);
+    let outcome = match attempt_once(ctx, row, ev, attempt) {
+        Ok(outcome) => outcome,
+        Err(f) => Outcome::Failed(f),
+    };
+    let outcome_text = match &outcome {
+        Outcome::Done(m) => format!("OK: {m}"),
+        Outcome::Accepted(m) => format!("IN_PROGRESS: {m}"),
+        Outcome::Failed(f) if f.transient => format!("transient failure: {}", f.message),
+        Outcome::Failed(f) => format!("permanent failure: {}", f.message),
+    };
+    ctx.emit(Step::Delivered {
+        i_event: ev.i_event,
+        outcome: outcome_text,
+    });
+    match outcome {
+        Outcome::Done(m) => conclude(ctx, row, ev, attempt, Status::Ok, m),
+        Outcome::Accepted(m) => conclude(ctx, row, ev, attempt, Status::InProgress, m),
+        Outcome::Failed(f) if !f.transient => {
+            conclude(ctx, row, ev, attempt, Status::Failed, f.message)
+        }
+        Outcome::Failed(f) => {
+            let age = now_ms() - row.attempts_since();
+            if ctx.retry.gives_up(age) {
+                let message = format!(
+                    "gave up after {attempt} attempts over {} s: {}",
+                    age / 1000,
+                    f.message
+                );
+                conclude(ctx, row, ev, attempt, Status::Failed, message);
+            } else {
+                retry_later(ctx, row, ev, attempt, &f);
+            }
+        }
+    }
+}
+
+/// An IN_PROGRESS event whose completion callback did not come in time: FAILED.
+pub(super) fn expire(ctx: &Ctx, row: &StoredEvent) {
+    let Ok(ev) = &row.event else {
+        return;
+    };
+    let message = format!(
+        "no completion callback within {} s of IN_PROGRESS (ESPFD_ASYNC_TIMEOUT)",
+        ctx.retry.async_timeout.as_secs()
+    );
+    conclude(ctx, row, ev, row.attempts, Status::Failed, message);
+}
+
+/// Looks the entity up and calls the target with this attempt's [`Context`].
+fn attempt_once(
+    ctx: &Ctx,
+    row: &StoredEvent,
+    ev: &Event,
+    attempt: i64,
+) -> Result<Outcome, Failure> {
+    let record = enrich::lookup(&ctx.pb, ev)?;
+    if ev.entity.is_some() {
+        ctx.emit(Step::LookedUp {
+            i_event: ev.i_event,
+            entity: ev.ordering_key(),
+            found: record.is_some(),
+        });
+    }
+    let context = Context::new(ev, row.received_at, attempt, &ctx.group, record);
+    let _timer = ctx.metrics.timer(Call::Target);
+    Ok(ctx.target.deliver(&context))
+}
+
+/// Reports the status (for events naming an account) and records the end of the event.
+/// A status report that fails transiently is owed: the event stays open in state `report`.
+fn conclude(
+    ctx: &Ctx,
+    row: &StoredEvent,
+    ev: &Event,
+    attempt: i64,
+    status: Status,
+    mut message: String,
+) {
+    let final_state = match status {
+        Status::Ok => State::Done,
+        Status::InProgress => State::InProgress,
+        _ => State::Failed,
+    };
+    let mut state = final_state;
+    let mut next_at = 0;
+    let mut attempts = attempt;
+    if let Some(i_account) = ev.i_account() {
+        match ctx.espf.report(i_account, status, &message) {
+            Ok(()) => {
+                log::debug!(
+                    "i_event={} reported {} for i_account={i_account}",
+                    ev.i_event,
+                    status.as_str()
+                );
+                ctx.emit(Step::Reported {
+                    i_event: ev.i_event,
+                    i_account,
+                    status: status.as_str(),
+                });
+            }
+            Err(f) if f.transient && !ctx.retry.gives_up(now_ms() - row.attempts_since()) => {
+                attempts = if row.state == State::Report {
+                    attempt + 1
+                } else {
+                    attempt
+                };
+                let delay = ctx.retry.backoff(attempts, f.retry_after);
+                log::warn!(
+                    "i_event={} status {} not reported yet ({}); next try in {} ms",
+                    ev.i_event,
+                    status.as_str(),
+                    f.message,
+                    delay
+                );
+                state = State::Report;
+                next_at = now_ms() + delay;
+            }
+            Err(f) => {
+                log::error!(
+                    "i_event={} status {} not reported: {}",
+                    ev.i_event,
+                    status.as_str(),
+                    f.message
+                );
+                message = format!("{message} (status report failed: {})", f.message);
+            }
+        }
+    }
+    if state == State::InProgress {
+        // The deadline for the completion callback.
+        next_at = ctx.retry.async_deadline(now_ms());
+    }
+    let early = save(
+        ctx,
+        Update {
+            attempts,
+            next_at,
+            ..Update::new(row, state, status.as_str(), &message)
+        },
+    );
+    if let Early::Applied { status: completed } = &early {
+        // The target's callback came before IN_PROGRESS was recorded; the final status is
+        // reported next, after IN_PROGRESS.
+        log::info!(
+            "i_event={} {} IN_PROGRESS: {message}; its completion callback ({completed}) had already arrived",
+            ev.i_event,
+            ev.event_type,
+        );
+        return;
+    }
+    if state == final_state {
+        ctx.metrics.event_finished(final_state.as_str());
+        match status {
+            Status::Ok | Status::InProgress => {
+                log::info!(
+                    "i_event={} {} {}: {}",
+                    ev.i_event,
+                    ev.event_type,
+                    status.as_str(),
+                    message
+                )
+            }
+            _ => log::warn!(
+                "i_event={} {} FAILED: {}",
+                ev.i_event,
+                ev.event_type,
+                message
+            ),
+        }
+        ctx.emit(Step::Finished {
+            i_event: ev.i_event,
+            state: final_state.as_str(),
+            message,
+        });
+    }
+}
+
+fn retry_later(ctx: &Ctx, row: &StoredEvent, ev: &Event, attempt: i64, f: &Failure) {
+    ctx.metrics.retry_scheduled();
+    let delay = ctx.retry.backoff(attempt, f.retry_after);
+    let mut retry_reported = row.retry_reported;
+    if !retry_reported {
+        if let Some(i_account) = ev.i_account() {
+            match ctx.espf.report(i_account, Status::Retry, &f.message) {
+                Ok(()) => {
+                    retry_reported = true;
+                    ctx.emit(Step::Reported {
+                        i_event: ev.i_event,
+                        i_account,
+                        status: "RETRY",
+                    });
+                }
+                Err(e) => log::warn!(
+                    "i_event={} RETRY status not reported: {}",
+                    ev.i_event,
+                    e.message
+                ),
+            }
+        }
+    }
+    log::warn!(
+        "i_event={} attempt {attempt} failed ({}); next try in {} ms",
+        ev.i_event,
+        f.message,
+        delay
+    );
+    ctx.emit(Step::Retrying {
+        i_event: ev.i_event,
+        attempt,
+        delay_ms: delay,
+        reason: f.message.clone(),
+    });
+    let retry = Update::new(row, State::Retry, Status::Retry.as_str(), &f.message);
+    let _ = save(
+        ctx,
+        Update {
+            attempts: attempt,
+            next_at: now_ms() + delay,
+            retry_reported,
+            ..retry
+        },
+    );
+}
+
+/// Records `update`; says what became of a completion callback that arrived early. If the
+/// store cannot take it, the event stays as it was and is processed again.
+fn save(ctx: &Ctx, update: Update) -> Early {
+    let (i_event, state) = (update.i_event, update.state);
+    let status = update.status.clone().unwrap_or_default();
+    let message = update.message.clone().unwrap_or_default();
+    match ctx.store.update(update) {
+        Ok(Early::Ignored { status: completed }) => {
+            log::warn!(
+                "i_event={} completion callback ({completed}) ignored: it arrived while the \
+                 delivery was in flight, and the delivery ended {status} ({message}), not with 202",
+                i_event,
+            );
+            Early::Ignored { status: completed }
+        }
+        Ok(early) => early,
+        Err(e) => {
+            // The event stays in its previous state and will be processed again.
+            log::error!("i_event={i_event} cannot record state {state}: {e}");
+            thread::sleep(Duration::from_secs(1));
+            Early::None
+        }
+    }
+}

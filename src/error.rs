@@ -3,9 +3,27 @@
 use std::fmt;
 use std::io;
 
-use crate::config::ConfigError;
+/// A configuration problem, naming the variable at fault. `config` reports it; it lives here,
+/// below every module, so that the components that read files named by a variable (the TLS
+/// certificate, say) can report it too without importing `config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The variable at fault.
+    pub var: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
 
-/// What can go wrong outside of event processing (whose failures are [`crate::pipeline::Failure`]).
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.var, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What can go wrong outside of event processing (whose failures are
+/// `outbound::Failure`).
 #[derive(Debug)]
 pub enum Error {
     /// A configuration value is missing or invalid; names the variable.

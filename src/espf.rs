@@ -6,19 +6,71 @@
 //! body encoding and on the auth, so both are configurable (`ESPFD_ESPF_FORMAT`,
 //! `ESPFD_ESPF_AUTH`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::config::{Config, EspfAuth, EspfFormat};
 use crate::error::Error;
 use crate::metrics::{Call, Metrics};
 use crate::outbound::{self, Failure};
-use crate::portabilling::PbClient;
-use crate::util::{base64_encode, form_encode, truncate_chars};
+use crate::portabilling::{PbClient, PbError};
+use crate::util::{base64_encode, form_encode, truncate_chars, Secret};
 
 /// Longest status message ESPF accepts.
 pub const MAX_MESSAGE: usize = 4000;
+
+/// Body encoding of ESPF status reports (`ESPFD_ESPF_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EspfFormat {
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// `application/json`.
+    Json,
+}
+
+/// Authentication of ESPF status reports (`ESPFD_ESPF_AUTH`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EspfAuth {
+    /// The PortaBilling session's access token.
+    Bearer,
+    /// Basic auth with the PortaBilling login and password (`ESPFD_PB_LOGIN`,
+    /// `ESPFD_PB_PASSWORD`), which `config` copies here.
+    Basic { login: String, password: Secret },
+}
+
+/// What the status client needs, built by `config`.
+#[derive(Debug, Clone)]
+pub struct EspfSettings {
+    /// Base URL of the ESPF API (`ESPFD_ESPF_URL`, else `ESPFD_PB_URL`), no trailing `/`.
+    pub url: String,
+    /// Body encoding of status reports.
+    pub format: EspfFormat,
+    /// How reports are authenticated.
+    pub auth: EspfAuth,
+    /// The service group reported for (`ESPFD_GROUP`).
+    pub group: String,
+    /// CAs to trust instead of the public web roots (`ESPFD_PB_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
+    /// Total time for one call (`ESPFD_PB_TIMEOUT`).
+    pub timeout: Duration,
+    /// Connections kept per host: as many as calls made at once.
+    pub pool: usize,
+}
+
+/// Why the list of service groups could not be had (see [`EspfClient::groups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupsError {
+    /// Bearer auth needs the PortaBilling session, and logging in failed.
+    Login(PbError),
+    /// No reply: connection refused, timeout, TLS trouble.
+    Transport(String),
+    /// A reply other than 200, with its first line.
+    Status { code: u16, text: String },
+    /// A 200 reply without a `group_list`.
+    NoGroupList,
+}
 
 /// A provisioning status as ESPF knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,24 +115,21 @@ pub struct EspfClient {
     auth: EspfAuth,
     group: String,
     agent: ureq::Agent,
+    /// The PortaBilling session whose access token bearer auth sends.
     pb: Arc<PbClient>,
     /// Where call durations are counted.
     metrics: Arc<Metrics>,
 }
 
 impl EspfClient {
-    /// Builds the client; the bearer token comes from `pb`'s session.
-    pub fn new(config: &Config, pb: Arc<PbClient>) -> Result<EspfClient, Error> {
+    /// Builds the client; with bearer auth the token comes from `pb`'s session.
+    pub fn new(settings: &EspfSettings, pb: Arc<PbClient>) -> Result<EspfClient, Error> {
         Ok(EspfClient {
-            base: config.espf_url.clone(),
-            format: config.espf_format,
-            auth: config.espf_auth,
-            group: config.group.clone(),
-            agent: outbound::agent(
-                config.pb_timeout,
-                config.workers + 2,
-                config.pb_ca_file.as_deref(),
-            )?,
+            base: settings.url.clone(),
+            format: settings.format,
+            auth: settings.auth.clone(),
+            group: settings.group.clone(),
+            agent: outbound::agent(settings.timeout, settings.pool, settings.ca_file.as_deref())?,
             pb,
             metrics: Arc::new(Metrics::new()),
         })
@@ -90,6 +139,52 @@ impl EspfClient {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> EspfClient {
         self.metrics = metrics;
         self
+    }
+
+    /// The `Authorization` value, and for bearer auth the session generation it came from.
+    fn authorization(&self) -> Result<(String, Option<u64>), PbError> {
+        Ok(match &self.auth {
+            EspfAuth::Bearer => {
+                let (token, generation) = self.pb.token()?;
+                (format!("Bearer {token}"), Some(generation))
+            }
+            EspfAuth::Basic { login, password } => {
+                let creds = format!("{login}:{}", password.0);
+                (format!("Basic {}", base64_encode(creds.as_bytes())), None)
+            }
+        })
+    }
+
+    /// The names of the service groups ESPF knows (`GET /espf/v1/groups`), asked with the auth
+    /// reports use; `espfd check` looks for `ESPFD_GROUP` in it. A refused token is not
+    /// renewed: the caller is told, and says the credentials are refused.
+    pub fn groups(&self) -> Result<Vec<String>, GroupsError> {
+        let (auth, _) = self.authorization().map_err(GroupsError::Login)?;
+        let mut resp = self
+            .agent
+            .get(format!("{}/espf/v1/groups", self.base))
+            .header("Accept", "application/json")
+            .header("Authorization", auth)
+            .call()
+            .map_err(|e| GroupsError::Transport(e.to_string()))?;
+        let code = resp.status().as_u16();
+        let body = outbound::body_text(&mut resp, 1 << 20).unwrap_or_default();
+        if code != 200 {
+            return Err(GroupsError::Status {
+                code,
+                text: truncate_chars(body.lines().next().unwrap_or("").trim(), 200).to_string(),
+            });
+        }
+        serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v.get("group_list")?.as_array().map(|list| {
+                    list.iter()
+                        .filter_map(|g| g.get("name")?.as_str().map(str::to_string))
+                        .collect()
+                })
+            })
+            .ok_or(GroupsError::NoGroupList)
     }
 
     /// Reports `status` for `i_account`. A rejected bearer token (401) renews the session once.
@@ -114,21 +209,7 @@ impl EspfClient {
         let url = format!("{}/espf/v1/account/i/{i_account}/status", self.base);
         let mut renewed = false;
         loop {
-            let (auth, generation) = match self.auth {
-                EspfAuth::Bearer => {
-                    let (token, generation) =
-                        self.pb.token().map_err(|e| e.into_failure("login"))?;
-                    (format!("Bearer {token}"), Some(generation))
-                }
-                EspfAuth::Basic => {
-                    let creds = format!(
-                        "{}:{}",
-                        self.pb.login_name(),
-                        self.pb.password().unwrap_or("")
-                    );
-                    (format!("Basic {}", base64_encode(creds.as_bytes())), None)
-                }
-            };
+            let (auth, generation) = self.authorization().map_err(|e| e.into_failure("login"))?;
             let _timer = self.metrics.timer(Call::Espf);
             let mut resp = self
                 .agent

@@ -15,9 +15,17 @@
 
 use std::io::Write;
 
-use crate::config::{Config, LogFormat};
 use crate::redact::{printable, redact_text};
 use crate::util::{format_rfc3339, now_ms};
+
+/// Log line format (`ESPFD_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Installs the logger once, without redaction; later calls do nothing. `RUST_LOG` sets the
 /// filter (default info).
@@ -25,9 +33,10 @@ pub fn init(format: LogFormat) {
     install(format, Vec::new());
 }
 
-/// Installs the logger as the configuration says: format and redaction.
-pub fn init_for(config: &Config) {
-    install(config.log_format, config.redact.clone());
+/// Installs the logger as the configuration says (`ESPFD_LOG_FORMAT`, `ESPFD_REDACT`):
+/// format, and the field names whose values are hidden.
+pub fn init_for(format: LogFormat, redact: &[String]) {
+    install(format, redact.to_vec());
 }
 
 fn install(format: LogFormat, redact: Vec<String>) {

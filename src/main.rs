@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use espfd::cli::{self, USAGE};
 use espfd::config::{help_env, RawConfig};
 use espfd::error::Error;
-use espfd::{logging, service};
+use espfd::service;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,7 +27,6 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
     match words.as_slice() {
         [] | ["run"] => {
             let config = RawConfig::from_env()?.validate()?;
-            logging::init_for(&config);
             service::run(&config)?;
             Ok(ExitCode::SUCCESS)
         }

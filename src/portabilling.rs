@@ -8,12 +8,14 @@
 //!
 //! Not here: what to do with a failure (the pipeline decides), ESPF status calls (`espf.rs`).
 
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, PbSecret};
 use crate::error::Error;
 use crate::event::{EntityKind, EntityRef};
 use crate::metrics::{Call, Metrics};
@@ -37,6 +39,41 @@ const LOGIN_BACKOFF_MS: i64 = 5_000;
 const LOGIN_BACKOFF_MAX_MS: i64 = 300_000;
 /// Largest reply body read from PortaBilling.
 const MAX_REPLY: u64 = 8 << 20;
+
+/// The PortaBilling credential (`ESPFD_PB_PASSWORD` or `ESPFD_PB_TOKEN`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum PbSecret {
+    /// Login with a password.
+    Password(String),
+    /// Login with an API token.
+    Token(String),
+}
+
+impl fmt::Debug for PbSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PbSecret::Password(_) => f.write_str("Password(<redacted>)"),
+            PbSecret::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// What the client needs, built by `config`.
+#[derive(Debug, Clone)]
+pub struct PbSettings {
+    /// The web server (`ESPFD_PB_URL`), no trailing `/`; the API is under `/rest`.
+    pub url: String,
+    /// The API user (`ESPFD_PB_LOGIN`).
+    pub login: String,
+    /// Its password or token.
+    pub secret: PbSecret,
+    /// CAs to trust instead of the public web roots (`ESPFD_PB_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
+    /// Total time for one call (`ESPFD_PB_TIMEOUT`).
+    pub timeout: Duration,
+    /// Connections kept per host: as many as calls made at once.
+    pub pool: usize,
+}
 
 /// What a call to PortaBilling ended in, short of a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,17 +153,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl PbClient {
-    /// Builds the client from the configuration; no network traffic yet.
-    pub fn new(config: &Config) -> Result<PbClient, Error> {
-        let agent = outbound::agent(
-            config.pb_timeout,
-            config.workers + 2,
-            config.pb_ca_file.as_deref(),
-        )?;
+    /// Builds the client; no network traffic yet.
+    pub fn new(settings: &PbSettings) -> Result<PbClient, Error> {
+        let agent = outbound::agent(settings.timeout, settings.pool, settings.ca_file.as_deref())?;
         Ok(PbClient {
-            base: config.pb_url.clone(),
-            login: config.pb_login.clone(),
-            secret: config.pb_secret.clone(),
+            base: settings.url.clone(),
+            login: settings.login.clone(),
+            secret: settings.secret.clone(),
             agent,
             session: Mutex::new(None),
             renew: Mutex::new(()),
@@ -162,19 +195,6 @@ impl PbClient {
     /// answers. `/readyz` reads it.
     pub fn unreachable(&self) -> Option<(i64, String)> {
         lock(&self.unreachable).clone()
-    }
-
-    /// The login name (for basic auth to ESPF).
-    pub fn login_name(&self) -> &str {
-        &self.login
-    }
-
-    /// The password, when the configuration has one (for basic auth to ESPF).
-    pub fn password(&self) -> Option<&str> {
-        match &self.secret {
-            PbSecret::Password(p) => Some(p),
-            PbSecret::Token(_) => None,
-        }
     }
 
     /// A valid access token and its generation, logging in or refreshing if needed.

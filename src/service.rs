@@ -92,9 +92,9 @@ impl Service {
         let (store, writer) = Store::open(&config.state_dir, config.workers)?;
         // This service's counters: every part that counts is handed the one registry.
         let metrics = Arc::new(Metrics::new());
-        let pb = Arc::new(PbClient::new(config)?.with_metrics(metrics.clone()));
-        let espf = EspfClient::new(config, pb.clone())?.with_metrics(metrics.clone());
-        let target = Target::from_config(config)?;
+        let pb = Arc::new(PbClient::new(&config.pb)?.with_metrics(metrics.clone()));
+        let espf = EspfClient::new(&config.espf, pb.clone())?.with_metrics(metrics.clone());
+        let target = Target::new(&config.target)?;
         let ctx = Arc::new(Ctx {
             store: store.clone(),
             pb,
@@ -223,8 +223,10 @@ impl Service {
     }
 }
 
-/// Runs the service until SIGTERM or SIGINT; SIGHUP reloads the TLS certificate and key.
+/// Installs the logger as configured, then runs the service until SIGTERM or SIGINT; SIGHUP
+/// reloads the TLS certificate and key.
 pub fn run(config: &Config) -> Result<(), Error> {
+    crate::logging::init_for(config.log_format, &config.redact);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone())

@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 
-use espfd::config::Limits;
+use espfd::http::Limits;
 use espfd::http::{parse_request, Parsed};
 use libfuzzer_sys::fuzz_target;
 

@@ -26,15 +26,17 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use std::sync::Arc;
+
+use serde_json::json;
 use ureq::tls::{parse_pem, PemItem};
 
-use crate::config::{Config, EspfAuth, PbSecret, RawConfig, TargetSpec};
+use crate::config::{Config, RawConfig};
 use crate::error::Error;
-use crate::outbound;
-use crate::portabilling::{PbClient, PbError};
+use crate::espf::{EspfAuth, EspfClient, GroupsError};
+use crate::portabilling::{PbClient, PbError, PbSecret};
 use crate::store::Reader;
-use crate::util::base64_encode;
+use crate::target::{HttpTarget, TargetSpec};
 
 /// Longest wait for one connection check.
 const MAX_WAIT: Duration = Duration::from_secs(10);
@@ -54,8 +56,8 @@ pub fn run() -> Result<ExitCode, Error> {
     if let Some(files) = &config.tls {
         check_tls(&mut report, &files.cert, &files.key);
     }
-    let token = check_portabilling(&mut report, &config);
-    check_espf(&mut report, &config, token);
+    let pb = check_portabilling(&mut report, &config);
+    check_espf(&mut report, &config, pb);
     check_target(&mut report, &config);
     Ok(if report.failed == 0 {
         ExitCode::SUCCESS
@@ -213,7 +215,7 @@ fn pem_summary(path: &Path, want_key: bool) -> Result<String, String> {
 
 /// Variable that holds the PortaBilling secret in use.
 fn secret_var(config: &Config) -> &'static str {
-    match config.pb_secret {
+    match config.pb.secret {
         PbSecret::Password(_) => "ESPFD_PB_PASSWORD",
         PbSecret::Token(_) => "ESPFD_PB_TOKEN",
     }
@@ -229,38 +231,40 @@ fn transport_var(message: &str, url_var: &'static str) -> &'static str {
     }
 }
 
-/// Logs in and looks something up; returns the access token for the ESPF check.
-fn check_portabilling(report: &mut Report, config: &Config) -> Option<String> {
-    let mut config = config.clone();
-    config.pb_timeout = config.pb_timeout.min(MAX_WAIT);
+/// Logs in and looks something up, with the service's own client. Returns the client, and
+/// whether it logged in, for the ESPF check; `None` when the client could not be built.
+fn check_portabilling(report: &mut Report, config: &Config) -> Option<(Arc<PbClient>, bool)> {
+    let mut settings = config.pb.clone();
+    settings.timeout = settings.timeout.min(MAX_WAIT);
     let what = format!(
         "PortaBilling login as {} at {}",
-        config.pb_login, config.pb_url
+        settings.login, settings.url
     );
-    let pb = match PbClient::new(&config) {
+    let pb = match PbClient::new(&settings) {
         Ok(pb) => pb,
         Err(e) => {
             report.fail(&what, &e.to_string(), "ESPFD_PB_CA_FILE");
             return None;
         }
     };
-    let token = match pb.token() {
-        Ok((token, _)) => token,
+    let pb = Arc::new(pb);
+    match pb.token() {
+        Ok(_) => {}
         Err(PbError::LoginRefused { code, text }) => {
             let reason = format!(
                 "refused ({code}: {text}); the login name (ESPFD_PB_LOGIN) may be wrong too"
             );
-            report.fail(&what, &reason, secret_var(&config));
-            return None;
+            report.fail(&what, &reason, secret_var(config));
+            return Some((pb, false));
         }
         Err(PbError::Transport(m)) => {
             let var = transport_var(&m, "ESPFD_PB_URL");
             report.fail(&what, &m, var);
-            return None;
+            return Some((pb, false));
         }
         Err(PbError::Fault { code, text }) => {
             report.fail(&what, &format!("{code}: {text}"), "ESPFD_PB_URL");
-            return None;
+            return Some((pb, false));
         }
     };
     report.ok(&what);
@@ -275,99 +279,77 @@ fn check_portabilling(report: &mut Report, config: &Config) -> Option<String> {
             "ESPFD_PB_LOGIN",
         ),
         Err(PbError::LoginRefused { code, text }) => {
-            report.fail(what, &format!("login refused ({code}: {text})"), secret_var(&config))
+            report.fail(what, &format!("login refused ({code}: {text})"), secret_var(config))
         }
         Err(PbError::Transport(m)) => {
             let var = transport_var(&m, "ESPFD_PB_URL");
             report.fail(what, &m, var)
         }
     }
-    Some(token)
+    Some((pb, true))
 }
 
-fn check_espf(report: &mut Report, config: &Config, token: Option<String>) {
-    let url = format!("{}/espf/v1/groups", config.espf_url);
-    let what = format!("ESPF API {url}");
-    let authorization = match (config.espf_auth, &config.pb_secret) {
-        (EspfAuth::Bearer, _) => match token {
-            Some(t) => format!("Bearer {t}"),
-            None => {
-                return report.fail(
-                    &what,
-                    "not tried: it needs the PortaBilling session, whose login failed",
-                    secret_var(config),
-                )
-            }
-        },
-        (EspfAuth::Basic, PbSecret::Password(p)) => format!(
-            "Basic {}",
-            base64_encode(format!("{}:{p}", config.pb_login).as_bytes())
-        ),
-        (EspfAuth::Basic, PbSecret::Token(_)) => {
-            // validate() refuses this combination; say so if it ever gets here.
-            return report.fail(&what, "basic auth needs a password", "ESPFD_ESPF_AUTH");
+/// Asks the ESPF API for its service groups with the service's own status client (its URL and
+/// auth), and looks for `ESPFD_GROUP` among them. `pb` is what [`check_portabilling`] returned:
+/// bearer auth needs its session, basic auth does not.
+fn check_espf(report: &mut Report, config: &Config, pb: Option<(Arc<PbClient>, bool)>) {
+    let mut settings = config.espf.clone();
+    settings.timeout = settings.timeout.min(MAX_WAIT);
+    settings.pool = 1;
+    let what = format!("ESPF API {}/espf/v1/groups", settings.url);
+    let pb = match (pb, &settings.auth) {
+        (Some((_, false)) | None, EspfAuth::Bearer) => {
+            return report.fail(
+                &what,
+                "not tried: it needs the PortaBilling session, whose login failed",
+                secret_var(config),
+            )
         }
+        (Some((pb, _)), _) => pb,
+        // The PortaBilling client could not be built (its CA file); the status client would
+        // fail the same way, and this says why.
+        (None, EspfAuth::Basic { .. }) => match PbClient::new(&config.pb) {
+            Ok(pb) => Arc::new(pb),
+            Err(e) => return report.fail(&what, &e.to_string(), "ESPFD_PB_CA_FILE"),
+        },
     };
-    let agent = match outbound::agent(
-        config.pb_timeout.min(MAX_WAIT),
-        1,
-        config.pb_ca_file.as_deref(),
-    ) {
-        Ok(a) => a,
+    let espf = match EspfClient::new(&settings, pb) {
+        Ok(c) => c,
         Err(e) => return report.fail(&what, &e.to_string(), "ESPFD_PB_CA_FILE"),
     };
-    let sent = agent
-        .get(&url)
-        .header("Accept", "application/json")
-        .header("Authorization", authorization)
-        .call();
-    let mut resp = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            let m = e.to_string();
+    let names = match espf.groups() {
+        Ok(names) => names,
+        Err(GroupsError::Login(e)) => {
+            return report.fail(&what, &e.into_failure("login").message, secret_var(config))
+        }
+        Err(GroupsError::Transport(m)) => {
             let var = transport_var(&m, "ESPFD_ESPF_URL");
             return report.fail(&what, &m, var);
         }
-    };
-    let status = resp.status().as_u16();
-    let body = outbound::body_text(&mut resp, 1 << 20).unwrap_or_default();
-    match status {
-        200 => {}
-        401 | 403 => {
+        Err(GroupsError::Status { code, .. }) if code == 401 || code == 403 => {
             return report.fail(
                 &what,
-                &format!("HTTP {status}: the ESPF API refused the credentials"),
+                &format!("HTTP {code}: the ESPF API refused the credentials"),
                 "ESPFD_ESPF_AUTH",
             )
         }
-        404 => {
+        Err(GroupsError::Status { code: 404, .. }) => {
             return report.fail(
                 &what,
                 "HTTP 404: no ESPF API at this address",
                 "ESPFD_ESPF_URL",
             )
         }
-        s => {
+        Err(GroupsError::Status { code, text }) => {
+            return report.fail(&what, &format!("HTTP {code}: {text}"), "ESPFD_ESPF_URL")
+        }
+        Err(GroupsError::NoGroupList) => {
             return report.fail(
                 &what,
-                &format!("HTTP {s}: {}", first_line(&body)),
+                "the reply has no group_list; is this PortaBilling's ESPF API?",
                 "ESPFD_ESPF_URL",
             )
         }
-    }
-    let names: Option<Vec<String>> = serde_json::from_str::<Value>(&body).ok().and_then(|v| {
-        v.get("group_list")?.as_array().map(|list| {
-            list.iter()
-                .filter_map(|g| g.get("name")?.as_str().map(str::to_string))
-                .collect()
-        })
-    });
-    let Some(names) = names else {
-        return report.fail(
-            &what,
-            "the reply has no group_list; is this PortaBilling's ESPF API?",
-            "ESPFD_ESPF_URL",
-        );
     };
     if names.iter().any(|n| n == &config.group) {
         report.ok(&format!("{what}: service group {} exists", config.group));
@@ -384,24 +366,24 @@ fn check_espf(report: &mut Report, config: &Config, token: Option<String>) {
     }
 }
 
+/// Reaches the target with the service's own connector, without provisioning anything: an
+/// `OPTIONS` to the HTTP target; for a command, only that the program exists (running it
+/// would provision something).
 fn check_target(report: &mut Report, config: &Config) {
-    match &config.target {
+    match &config.target.spec {
         TargetSpec::Http(url) => {
             let what = format!("target {url}");
-            let agent = match outbound::agent(config.target_timeout.min(MAX_WAIT), 1, None) {
-                Ok(a) => a,
+            let timeout = config.target.timeout.min(MAX_WAIT);
+            let target = match HttpTarget::new(url, timeout, 1) {
+                Ok(t) => t,
                 Err(e) => return report.fail(&what, &e.to_string(), "ESPFD_TARGET_URL"),
             };
-            match agent.options(url).call() {
-                Ok(resp) => report.ok(&format!(
-                    "{what} answers (HTTP {} to OPTIONS)",
-                    resp.status().as_u16()
-                )),
+            match target.probe() {
+                Ok(code) => report.ok(&format!("{what} answers (HTTP {code} to OPTIONS)")),
                 Err(e) => report.fail(&what, &format!("unreachable: {e}"), "ESPFD_TARGET_URL"),
             }
         }
         TargetSpec::Exec(cmd) => {
-            // The program the shell will run must exist; running it would provision something.
             let what = format!("target command {cmd}");
             let program = cmd.split_whitespace().next().unwrap_or("");
             let found = std::process::Command::new("/bin/sh")
@@ -425,13 +407,10 @@ fn check_target(report: &mut Report, config: &Config) {
     }
 }
 
-fn first_line(text: &str) -> &str {
-    crate::util::truncate_chars(text.lines().next().unwrap_or("").trim(), 200)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::base64_encode;
     use std::path::PathBuf;
 
     fn temp(name: &str, contents: &str) -> PathBuf {

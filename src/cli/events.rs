@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::find_var;
+use crate::config::env_or_default;
 use crate::error::Error;
 use crate::redact::printable;
 use crate::store::{Reader, Replay, State, StoredEvent};
@@ -85,15 +85,10 @@ fn parse(args: &[String]) -> Result<Args, Error> {
 }
 
 fn open(a: &Args) -> Result<Reader, Error> {
-    let dir = a.state_dir.clone().unwrap_or_else(|| {
-        PathBuf::from(
-            std::env::var("ESPFD_STATE_DIR")
-                .ok()
-                .filter(|s| !s.is_empty())
-                .or_else(|| find_var("ESPFD_STATE_DIR").and_then(|v| v.default.map(str::to_string)))
-                .unwrap_or_default(),
-        )
-    });
+    let dir = a
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env_or_default("ESPFD_STATE_DIR").unwrap_or_default()));
     let path = dir.join("espfd.db");
     if !path.is_file() {
         return Err(Error::Other(format!(
@@ -194,10 +189,7 @@ fn run_into(args: &[String], out: &mut String) -> Result<ExitCode, Error> {
                 )));
             };
             // Subscriber data is hidden as in the logs (ESPFD_REDACT).
-            let setting = std::env::var("ESPFD_REDACT")
-                .ok()
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| crate::redact::DEFAULT_FIELDS.to_string());
+            let setting = env_or_default("ESPFD_REDACT").unwrap_or_default();
             let fields = crate::redact::parse_fields(&setting)
                 .map_err(|e| Error::Usage(format!("ESPFD_REDACT: {e}")))?;
             print_row(out, &row, &fields);

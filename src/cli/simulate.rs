@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::LogFormat;
 use crate::error::Error;
+use crate::logging::LogFormat;
 use crate::sim::{Sim, SimConfig};
 use crate::util::parse_duration;
 

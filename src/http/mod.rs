@@ -1,6 +1,6 @@
 //! A small HTTP/1.1 server: the ingress and the simulators both run on it.
 //!
-//! Why our own: see product.md ("tiny_http, which the first design named, is not used"). This
+//! Why our own: see the README ("How it works", why no tiny_http). This
 //! is a std `TcpListener`, one thread per connection up to a fixed maximum, deadlines on every
 //! read and write, caps on the request head and body, and `httparse` for the head; optionally
 //! TLS (rustls, [`Tls`]) and an IP allow-list ([`AllowList`]). It is not a general web
@@ -8,17 +8,34 @@
 //! answer `Expect: 100-continue` and leaves the body out of HEAD replies.
 
 mod allow;
+mod limits;
 mod parse;
 mod server;
 mod slots;
 mod tls;
 
 pub use allow::AllowList;
+pub use limits::Limits;
 pub use parse::{parse_request, request_head, Parsed, Rejected};
 pub use server::{serve, serve_with, Handler, Options, Server};
-pub use tls::Tls;
+pub use tls::{Tls, TlsFiles};
 
 use std::net::SocketAddr;
+
+/// The address a client on this machine connects to for a listener bound to `addr`: a
+/// wildcard bind (`0.0.0.0`, `::`) becomes loopback (`127.0.0.1`, `::1`), any other address
+/// stays as it is. The port is kept.
+pub fn local_address(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        a => a,
+    }
+}
 
 /// A parsed request with its whole body.
 #[derive(Debug, Clone)]
@@ -146,5 +163,19 @@ pub fn reason(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_binds_are_reached_on_loopback() {
+        let local = |s: &str| local_address(s.parse().unwrap()).to_string();
+        assert_eq!(local("0.0.0.0:8080"), "127.0.0.1:8080");
+        assert_eq!(local("[::]:8443"), "[::1]:8443");
+        assert_eq!(local("10.1.2.3:80"), "10.1.2.3:80");
+        assert_eq!(local("[fe80::1]:80"), "[fe80::1]:80");
     }
 }

@@ -6,8 +6,8 @@
 
 use std::net::SocketAddr;
 
+use super::limits::Limits;
 use super::Request;
-use crate::config::Limits;
 
 /// What the bytes received so far amount to.
 #[derive(Debug)]

@@ -8,11 +8,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::allow::AllowList;
+use super::limits::Limits;
 use super::parse::{parse_request, request_head, Parsed};
 use super::slots::Slots;
 use super::tls::{self, Tls, Transport};
-use super::{reason, Request, Response};
-use crate::config::Limits;
+use super::{local_address, reason, Request, Response};
 use crate::metrics::{Closed, Metrics, Refused};
 use crate::util::Throttled;
 
@@ -119,15 +119,7 @@ impl Server {
         };
         self.shared.stop.store(true, Ordering::SeqCst);
         // Wake the blocking accept() with a connection of our own.
-        let wake = match self.addr {
-            SocketAddr::V4(a) if a.ip().is_unspecified() => {
-                SocketAddr::from(([127, 0, 0, 1], a.port()))
-            }
-            SocketAddr::V6(a) if a.ip().is_unspecified() => {
-                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-            }
-            a => a,
-        };
+        let wake = local_address(self.addr);
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         let _ = accept.join();
         for stream in lock(&self.shared.slots).streams() {

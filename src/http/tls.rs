@@ -22,6 +22,14 @@ use rustls::{ServerConfig, StreamOwned};
 
 use crate::error::Error;
 
+/// The certificate and key files of HTTPS (`ESPFD_TLS_CERT`, `ESPFD_TLS_KEY`). They are read
+/// when the service starts and again on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// The listener's TLS settings: where the certificate and key live, and the configuration
 /// built from them that new connections use. Connections already open keep the configuration
 /// they started with.

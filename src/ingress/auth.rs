@@ -7,9 +7,47 @@
 //! both signing strings it knows, the draft-cavage default `date: <Date>` and the bare `Date`
 //! value; the debug log says which signing strings were tried and which one matched.
 
+use std::fmt;
+use std::time::Duration;
+
 use super::signature::{self, SigningString};
-use crate::config::InboundAuth;
 use crate::util::{base64_decode, constant_time_eq, parse_http_date};
+
+/// How ESPF must authenticate its POSTs (`ESPFD_AUTH` and the `ESPFD_AUTH_*` values).
+#[derive(Clone, PartialEq, Eq)]
+pub enum InboundAuth {
+    /// `Authorization: Basic base64(user:password)`.
+    Basic { user: String, password: String },
+    /// The whole `Authorization` value, e.g. `Plain passexample`.
+    Custom { value: String },
+    /// `Authorization: Signature keyId="..",algorithm="hmac-sha1",signature=".."`: HMAC-SHA1
+    /// with `key` over the `Date` header, which must be within `max_skew` of now.
+    Signature {
+        key_id: String,
+        key: String,
+        max_skew: Duration,
+    },
+    /// No authentication (must be chosen explicitly).
+    None,
+}
+
+impl fmt::Debug for InboundAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InboundAuth::Basic { user, .. } => {
+                write!(f, "Basic {{ user: {user:?}, password: <redacted> }}")
+            }
+            InboundAuth::Custom { .. } => write!(f, "Custom {{ value: <redacted> }}"),
+            InboundAuth::Signature {
+                key_id, max_skew, ..
+            } => write!(
+                f,
+                "Signature {{ key_id: {key_id:?}, key: <redacted>, max_skew: {max_skew:?} }}"
+            ),
+            InboundAuth::None => write!(f, "None"),
+        }
+    }
+}
 
 /// Why a request was not let in. The text goes to the log, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! and `/metrics` are in `health.rs`; the reply codes of ESPF's POSTs (those refused from
 //! their head before `100 Continue` too) and the 401s of the callback are counted here.
 //!
-//! Replies to ESPF (product.md, "Ingress contract"): 200 once the event is on disk or is a
+//! Replies to ESPF (the README, "What espfd answers ESPF"): 200 once the event is on disk or is a
 //! repeat of a stored `i_event`; 401 for bad credentials; 400 with a one-line reason for a
 //! body that is not a valid event; 413 for a body over the limit (from the HTTP layer);
 //! 404/405 for wrong paths and methods; 503 with `Retry-After` when the store cannot take it.
@@ -14,21 +14,20 @@ mod auth;
 mod health;
 pub mod signature;
 
-pub use auth::{check as check_auth, Denied};
+pub use auth::{check as check_auth, Denied, InboundAuth};
 pub use health::{Health, PB_FRESH, PROBE_EVERY, PROBE_PATIENCE, STORE_WAIT};
 
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use crate::config::{InboundAuth, Secret};
 use crate::error::Error;
 use crate::event::Event;
 use crate::http::{Handler, Request, Response};
 use crate::metrics::{AuthEndpoint, Metrics};
 use crate::pipeline::{Step, Wakers};
 use crate::store::{Completed, Completion, Inserted, NewEvent, Store};
-use crate::util::{constant_time_eq, now_ms, Throttled};
+use crate::util::{constant_time_eq, now_ms, Secret, Throttled};
 
 /// Failed-authentication log lines: at most one a second, with a count of the rest, so that
 /// a flood of wrong credentials cannot fill the disk the store shares. Process-wide (one

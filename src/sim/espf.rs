@@ -1,4 +1,4 @@
-//! The simulated ESPF API under `/espf/v1` (`spec/espf-protocol.md` §5 and §6).
+//! The simulated ESPF API under `/espf/v1`: what `espf.rs` and `espfd check` call.
 //!
 //! - `POST /espf/v1/account/i/<i_account>/status` and `POST /espf/v1/account/<id>/status`:
 //!   a provisioning status report, form-urlencoded or JSON according to `Content-Type` (the

@@ -1,12 +1,11 @@
 //! The records the simulated PortaBilling starts with.
 //!
 //! Account 2984, customer 2543, invoice 7001 and DID 16045550123 are the examples of
-//! `spec/portabilling-api.md` §8 (account 2984 carries the service features of §8.4 and
-//! §8.11 too). The others are made up to match the ESPF event examples of
-//! `spec/espf-protocol.md` §8.1 (E2–E6) and to be consistent with each other: customer 6392
-//! owns accounts 1000889 and 277147, invoice 450013 and DID 12065550123, which is assigned to
-//! account 1000889; account 277147 has the account ID `79123456789@msisdn` of the by-ID status
-//! example A3. Every account has an `h323_password` (made up; the SIP/RADIUS password a
+//! PortaOne's API documentation (account 2984 carries service features too). The others are
+//! made up to match PortaOne's ESPF event examples and to be consistent with each other:
+//! customer 6392 owns accounts 1000889 and 277147, invoice 450013 and DID 12065550123, which
+//! is assigned to account 1000889; account 277147 has the account ID `79123456789@msisdn`, for
+//! status reports by account ID (`POST /espf/v1/account/<id>/status`). Every account has an `h323_password` (made up; the SIP/RADIUS password a
 //! connector such as `contrib/connectors/freeradius-users.sh` provisions); Cascade's line
 //! 1000890 is blocked (`blocked: "Y"`) and its line 1000891 is terminated (`bill_status: "C"`,
 //! blocked too, as PortaBilling shows closed accounts), so that a connector can be rehearsed

@@ -11,8 +11,9 @@
 //! | `POST /target` | an HTTP provisioning target (an HSS, a CRM ...) | `target.rs` |
 //! | `/_sim/...` | the simulator's own controls: change its records over HTTP | here, `pb.rs` |
 //!
-//! Behaviour follows `spec/portabilling-api.md` and `spec/espf-protocol.md`; the fixtures
-//! (`fixtures.rs`) are the spec's examples plus a few made-up but consistent records. Every
+//! Behaviour follows what espfd's clients expect (`portabilling.rs`, `espf.rs`, `target/`); the
+//! fixtures (`fixtures.rs`) are PortaOne's documentation examples plus a few made-up but
+//! consistent records. Every
 //! request is recorded so that a test can assert on what espfd sent, and the knobs on [`Sim`]
 //! inject what a real deployment does to a client: latency, 503s, revoked sessions (a DR
 //! failover), scripted target replies, slow entities.
@@ -38,8 +39,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::config::Limits;
-use crate::http::{serve, Request, Response, Server};
+use crate::http::{local_address, serve, Limits, Request, Response, Server};
 use crate::util::{jitter_u64, now_ms};
 
 pub use cai3g::{PASSWORD as CAI3G_PASSWORD, USER as CAI3G_USER};
@@ -325,7 +325,7 @@ impl Inner {
     }
 
     /// `/_sim/<what>/...`: what `espfd simulate` lets an operator or a test change while it
-    /// runs (`shared/resilience.md`, "The simulator"). One arm per control; each answers 404
+    /// runs (the README, "Rehearse without PortaBilling"). One arm per control; each answers 404
     /// for paths it does not know and 405 for other methods.
     fn control(&self, req: &Request, rest: &str) -> Response {
         let rest = rest.trim_end_matches('/');
@@ -417,15 +417,7 @@ impl Sim {
             Arc::new(move |req: Request| handler.handle(req)),
         )?;
         // A wildcard bind is reachable on loopback; a URL naming 0.0.0.0 is not portable.
-        let addr = match bound {
-            SocketAddr::V4(a) if a.ip().is_unspecified() => {
-                SocketAddr::from(([127, 0, 0, 1], a.port()))
-            }
-            SocketAddr::V6(a) if a.ip().is_unspecified() => {
-                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-            }
-            a => a,
-        };
+        let addr = local_address(bound);
         Ok(Sim {
             addr,
             inner,

@@ -1,12 +1,12 @@
 //! The simulated PortaBilling JSON API: `POST /rest/<Service>/<method>`.
 //!
-//! Plays what `spec/portabilling-api.md` describes and espfd relies on: sessions
+//! Plays what espfd relies on (`portabilling.rs`, `cli/check.rs`): sessions
 //! (`Session/login`, `refresh_access_token`, `logout`, `ping`), the three ways auth is
 //! carried or missing, and the lookups of the four entity kinds. Replies are HTTP 200 with a
 //! bare JSON object; every API error is HTTP 500 with `{"faultcode", "faultstring"}`, and only
 //! the faultcodes are meant to be matched (the faultstrings are placeholders).
 //!
-//! Choices the spec leaves open, made here:
+//! Choices PortaBilling's documentation leaves open, made here:
 //! - unknown service or method → [`FAULT_UNKNOWN_METHOD`], checked before authentication;
 //! - a body that cannot be read (bad JSON, `params` not an object, multipart) →
 //!   [`FAULT_INVALID_REQUEST`];

@@ -1,8 +1,8 @@
 //! The simulated HTTP provisioning target: `POST /target`.
 //!
 //! Stands for the external system espfd configures (an HSS, a PCRF, a CRM ...). It takes one
-//! JSON document per event (`i_event`, `event_type`, `variables`, `entity`, ... — the HTTP
-//! target contract of product.md), records it, and answers:
+//! JSON document per event (`i_event`, `event_type`, `variables`, `entity`, ... — the README,
+//! "What the target receives"), records it, and answers:
 //!
 //! 1. 400 if the body is not a JSON object with an integer (or numeric string) `i_event`;
 //! 2. after `target_latency` plus any [`Sim::slow_target`](super::Sim::slow_target) delay

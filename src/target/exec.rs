@@ -33,14 +33,17 @@ pub const EX_TEMPFAIL: i32 = 75;
 pub struct ExecTarget {
     command: String,
     timeout: Duration,
+    hidden_env: Vec<String>,
 }
 
 impl ExecTarget {
-    /// Builds the connector for a shell command line.
-    pub fn new(command: &str, timeout: Duration) -> ExecTarget {
+    /// Builds the connector for a shell command line; `hidden_env` names the variables
+    /// removed from its environment (espfd's secrets).
+    pub fn new(command: &str, timeout: Duration, hidden_env: Vec<String>) -> ExecTarget {
         ExecTarget {
             command: command.to_string(),
             timeout,
+            hidden_env,
         }
     }
 
@@ -60,9 +63,8 @@ impl ExecTarget {
             .process_group(0);
         // espfd's own secrets are not the connector's business, and whatever it prints may
         // end up in a log line or a PortaBilling status message.
-        for var in crate::config::VARS.iter().filter(|v| v.secret) {
-            cmd.env_remove(var.name)
-                .env_remove(format!("{}_FILE", var.name));
+        for name in &self.hidden_env {
+            cmd.env_remove(name);
         }
         if let Some(kind) = d.entity_kind() {
             cmd.env("ESPFD_ENTITY_KIND", kind);

@@ -67,6 +67,15 @@ impl HttpTarget {
             _ => Outcome::Failed(Failure::permanent(with_code(code, &text))),
         }
     }
+
+    /// Whether the target answers at all: an `OPTIONS` to its URL, which provisions nothing
+    /// (`espfd check`). Any HTTP reply counts; its status code is returned.
+    pub fn probe(&self) -> Result<u16, String> {
+        match self.agent.options(&self.url).call() {
+            Ok(resp) => Ok(resp.status().as_u16()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 fn with_code(code: u16, text: &str) -> String {

@@ -10,10 +10,35 @@ mod http;
 pub use exec::{ExecTarget, EX_TEMPFAIL};
 pub use http::HttpTarget;
 
-use crate::config::{Config, TargetSpec};
+use std::time::Duration;
+
 use crate::enrich::Context;
 use crate::error::Error;
 use crate::outbound::Failure;
+
+/// Where events are delivered (`ESPFD_TARGET_URL` or `ESPFD_TARGET_EXEC`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// `POST` of the event document to this URL.
+    Http(String),
+    /// This shell command, with the event document on stdin.
+    Exec(String),
+}
+
+/// What the connector needs, built by `config`.
+#[derive(Debug, Clone)]
+pub struct TargetSettings {
+    /// Which connector, and where.
+    pub spec: TargetSpec,
+    /// Total time for one call of the HTTP connector (`ESPFD_TARGET_TIMEOUT`).
+    pub timeout: Duration,
+    /// Time for one run of the exec connector (`ESPFD_EXEC_TIMEOUT`).
+    pub exec_timeout: Duration,
+    /// Calls made at once (the workers).
+    pub pool: usize,
+    /// Variables removed from the exec connector's environment: espfd's own secrets.
+    pub hidden_env: Vec<String>,
+}
 
 /// What the target made of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,13 +60,17 @@ pub enum Target {
 }
 
 impl Target {
-    /// Builds the connector the configuration names.
-    pub fn from_config(config: &Config) -> Result<Target, Error> {
-        Ok(match &config.target {
+    /// Builds the connector the settings name.
+    pub fn new(settings: &TargetSettings) -> Result<Target, Error> {
+        Ok(match &settings.spec {
             TargetSpec::Http(url) => {
-                Target::Http(HttpTarget::new(url, config.target_timeout, config.workers)?)
+                Target::Http(HttpTarget::new(url, settings.timeout, settings.pool)?)
             }
-            TargetSpec::Exec(cmd) => Target::Exec(ExecTarget::new(cmd, config.exec_timeout)),
+            TargetSpec::Exec(cmd) => Target::Exec(ExecTarget::new(
+                cmd,
+                settings.exec_timeout,
+                settings.hidden_env.clone(),
+            )),
         })
     }
 

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use espfd::config::Limits;
+use espfd::http::Limits;
 use espfd::http::{serve, Request, Response, Server};
 use espfd::sim::{Sim, SimConfig};
 

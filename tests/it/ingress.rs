@@ -5,8 +5,8 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use espfd::config::{InboundAuth, Limits};
-use espfd::ingress::{Health, Ingress};
+use espfd::http::Limits;
+use espfd::ingress::{Health, InboundAuth, Ingress};
 use espfd::metrics::Metrics;
 use espfd::portabilling::PbClient;
 use espfd::sim::{Sim, SimConfig};
@@ -163,7 +163,7 @@ fn store_unavailable_gets_503_with_retry_after() {
     writer.join();
     let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
     let config = raw_config(&sim, &dir).validate().unwrap();
-    let pb = Arc::new(PbClient::new(&config).unwrap());
+    let pb = Arc::new(PbClient::new(&config.pb).unwrap());
     let metrics = Arc::new(Metrics::new());
     let ingress = Ingress {
         events_path: "/events".into(),

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use espfd::config::Limits;
+use espfd::http::Limits;
 use espfd::http::{serve, Request, Response, Server};
 use espfd::sim::{Sim, SimConfig};
 use serde_json::Value;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use espfd::config::Limits;
+use espfd::http::Limits;
 use espfd::http::{parse_request, Parsed};
 use espfd::util::{base64_decode, now_ms, parse_http_date};
 use rustls::pki_types::pem::PemObject;

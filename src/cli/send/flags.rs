@@ -377,9 +377,7 @@ impl RawArgs {
 fn url_from_env(env: &dyn Fn(&str) -> Option<String>) -> String {
     let listen = env("ESPFD_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
     let listen = match listen.parse::<SocketAddr>() {
-        Ok(SocketAddr::V4(a)) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
-        Ok(SocketAddr::V6(a)) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
-        Ok(a) => a.to_string(),
+        Ok(a) => crate::http::local_address(a).to_string(),
         Err(_) => listen,
     };
     let path = env("ESPFD_EVENTS_PATH").unwrap_or_else(|| "/events".into());

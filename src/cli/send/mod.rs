@@ -107,7 +107,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, Error> {
         print!("{HELP}");
         return Ok(ExitCode::SUCCESS);
     }
-    let plan = raw.validate(&|name| std::env::var(name).ok().filter(|v| !v.is_empty()))?;
+    let plan = raw.validate(&crate::config::env_var)?;
     let addr = (plan.endpoint.host.as_str(), plan.endpoint.port)
         .to_socket_addrs()
         .map_err(|e| Error::Other(format!("send: cannot resolve {}: {e}", plan.endpoint.host)))?

@@ -168,6 +168,16 @@ impl Ingress {
             Ok(Completed::AlreadyRecorded) => {
                 Response::text(409, "a completion for this event was already recorded")
             }
+            Ok(Completed::TooLate) => {
+                log::warn!(
+                    "i_event={i_event} completion callback ({status}) refused: it came after \
+                     ESPFD_ASYNC_TIMEOUT; the event is reported FAILED"
+                );
+                Response::text(
+                    409,
+                    "too late: the event's ESPFD_ASYNC_TIMEOUT has passed; it is reported FAILED",
+                )
+            }
             Ok(Completed::NotFound) => Response::text(404, "no such event"),
             Ok(Completed::NotInProgress(state)) => Response::text(
                 409,

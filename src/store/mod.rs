@@ -186,6 +186,9 @@ pub enum Completed {
     NotInProgress(State),
     /// A completion for this event was already recorded.
     AlreadyRecorded,
+    /// The event's completion deadline (`ESPFD_ASYNC_TIMEOUT`) has passed: it is being, or
+    /// has been, reported FAILED.
+    TooLate,
 }
 
 /// What became of a completion that arrived early, once the worker recorded the delivery's

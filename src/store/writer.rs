@@ -206,19 +206,24 @@ fn complete_one(
     c: &Completion,
     in_flight: &InFlight,
 ) -> Result<Completed, Error> {
-    let current: Option<(State, i64, Option<String>)> = conn
-        .prepare_cached("SELECT state, lane, status FROM events WHERE i_event = ?1")
+    let current: Option<(State, i64, Option<String>, i64)> = conn
+        .prepare_cached("SELECT state, lane, status, next_at FROM events WHERE i_event = ?1")
         .map_err(db_err("complete"))?
         .query_row(params![c.i_event], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()
         .map_err(db_err("complete"))?;
-    let Some((state, lane, status)) = current else {
+    let Some((state, lane, status, deadline)) = current else {
         return Ok(Completed::NotFound);
     };
     let detail = format!("{}: {}", c.status, c.message);
     let waiting = match state {
+        // Past its ESPFD_ASYNC_TIMEOUT deadline a worker may be reporting it FAILED right
+        // now: a late callback must not be answered 200 and then lost.
+        State::InProgress if deadline <= crate::util::now_ms() => {
+            return Ok(Completed::TooLate);
+        }
         State::InProgress => {
             conn.prepare_cached(
                 "UPDATE events SET state = ?4, status = ?2, message = ?3, next_at = 0,

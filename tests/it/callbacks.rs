@@ -249,3 +249,37 @@ fn a_recorded_completion_survives_kill_9_before_the_final_report() {
     assert_eq!(statuses_of(&sim, 1000889), vec!["IN_PROGRESS", "OK"]);
     assert_eq!(sim.statuses().last().unwrap().message, "activated");
 }
+
+#[test]
+fn a_callback_after_the_async_timeout_is_refused_not_lost() {
+    let h = Harness::with(|raw| {
+        raw.set("ESPFD_CALLBACK_TOKEN", TOKEN)
+            .set("ESPFD_ASYNC_TIMEOUT", "1s");
+    });
+    h.sim.script_target(68, &[(202, None)]);
+    assert_eq!(
+        h.post(&account_event("Subscriber/Updated", 68, 1000889)).0,
+        200
+    );
+    assert!(eventually(Duration::from_secs(10), || statuses_of(
+        &h.sim, 1000889
+    ) == ["IN_PROGRESS"]));
+    // The FAILED report of the timeout is slow: the callback comes while it is under way.
+    h.sim.set_status_delay(Duration::from_millis(1500));
+    let reports = || {
+        h.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/status") && r.path.contains("/espf/"))
+            .count()
+    };
+    assert!(eventually(Duration::from_secs(10), || reports() == 2));
+    let (code, body) = callback(&h.base(), 68, r#"{"status":"OK","message":"done late"}"#);
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        eventually(Duration::from_secs(10), || state_of(&h, 68) == "failed"),
+        "state {}",
+        state_of(&h, 68)
+    );
+    assert_eq!(statuses_of(&h.sim, 1000889), vec!["IN_PROGRESS", "FAILED"]);
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::error::Error;
+use crate::metrics::{Call, Metrics};
 use crate::outbound::{self, Failure};
 use crate::portabilling::{PbClient, PbError};
 use crate::util::{base64_encode, form_encode, truncate_chars, Secret};
@@ -116,6 +117,8 @@ pub struct EspfClient {
     agent: ureq::Agent,
     /// The PortaBilling session whose access token bearer auth sends.
     pb: Arc<PbClient>,
+    /// Where call durations are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl EspfClient {
@@ -128,7 +131,14 @@ impl EspfClient {
             group: settings.group.clone(),
             agent: outbound::agent(settings.timeout, settings.pool, settings.ca_file.as_deref())?,
             pb,
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Counts call durations in `metrics` (the service's registry).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> EspfClient {
+        self.metrics = metrics;
+        self
     }
 
     /// The `Authorization` value, and for bearer auth the session generation it came from.
@@ -200,7 +210,7 @@ impl EspfClient {
         let mut renewed = false;
         loop {
             let (auth, generation) = self.authorization().map_err(|e| e.into_failure("login"))?;
-            let _timer = crate::metrics::timer(crate::metrics::Call::Espf);
+            let _timer = self.metrics.timer(Call::Espf);
             let mut resp = self
                 .agent
                 .post(&url)

@@ -20,7 +20,6 @@ pub mod http;
 pub mod ingress;
 pub mod logging;
 pub mod metrics;
-pub mod monitor;
 pub mod outbound;
 pub mod pipeline;
 pub mod portabilling;

@@ -1,16 +1,16 @@
 //! Counters and latency histograms for `GET /metrics`, in Prometheus text format 0.0.4.
 //!
-//! One process-wide registry of atomics, no metrics crate: the code that sees a thing happen
-//! records it with a one-line call ([`event_received`], [`event_finished`],
-//! [`retry_scheduled`], [`login`], [`timer`]), and [`render`] writes the text a scrape gets.
-//! Recording is a relaxed atomic add, cheap enough for every request.
+//! A registry of atomics per service ([`Metrics`]), no metrics crate: the code that sees a
+//! thing happen records it with a one-line call on the registry it was handed
+//! ([`Metrics::event_received`], [`Metrics::event_finished`], [`Metrics::retry_scheduled`],
+//! [`Metrics::login`], [`Metrics::timer`]), and [`Metrics::render`] writes the text a scrape
+//! gets. Recording is a relaxed atomic add, cheap enough for every request.
 //!
 //! Values that live in the store (backlog, age of the oldest open event) are not kept here:
-//! the caller reads them at scrape time and passes them in as [`Gauges`] (see `monitor.rs`).
+//! the caller reads them at scrape time and passes them in as [`Gauges`] (see `ingress/health.rs`).
 //!
-//! Being process-wide, the registry counts everything the process does: one espfd service
-//! per process in production; in the integration tests several services share it, so tests
-//! look at differences, not absolute values.
+//! Each `Service` owns its registry, so a scrape counts what that service did and nothing
+//! else: tests that run several services in one process can assert exact values.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -167,82 +167,118 @@ impl Histogram {
     }
 }
 
-/// Events POSTed to the events path, by the reply code (index = code).
-static RECEIVED: [AtomicU64; 600] = [const { AtomicU64::new(0) }; 600];
-static FINISHED_OK: AtomicU64 = AtomicU64::new(0);
-static FINISHED_FAILED: AtomicU64 = AtomicU64::new(0);
-static FINISHED_IN_PROGRESS: AtomicU64 = AtomicU64::new(0);
-static RETRIES: AtomicU64 = AtomicU64::new(0);
-static LOGINS: AtomicU64 = AtomicU64::new(0);
-static CALLS: [Histogram; 3] = [Histogram::new(), Histogram::new(), Histogram::new()];
-static AUTH_FAILURES: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
-static REFUSED: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
-static CLOSED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
-
-/// A request to `endpoint` was refused for its credentials (401).
-pub fn auth_failed(endpoint: AuthEndpoint) {
-    AUTH_FAILURES[endpoint as usize].fetch_add(1, Relaxed);
+/// One service's counters and histograms. The service owns it and hands an `Arc` of it to
+/// the parts that count: the listener, the ingress, the workers and the clients.
+pub struct Metrics {
+    /// Events POSTed to the events path, by the reply code (index = code).
+    received: [AtomicU64; 600],
+    finished_ok: AtomicU64,
+    finished_failed: AtomicU64,
+    finished_in_progress: AtomicU64,
+    retries: AtomicU64,
+    logins: AtomicU64,
+    calls: [Histogram; 3],
+    auth_failures: [AtomicU64; 2],
+    refused: [AtomicU64; 3],
+    closed: [AtomicU64; 2],
 }
 
-/// The listener refused a connection.
-pub fn connection_refused(why: Refused) {
-    REFUSED[why as usize].fetch_add(1, Relaxed);
-}
-
-/// The listener closed a connection to keep its slots for real requests.
-pub fn connection_closed(why: Closed) {
-    CLOSED[why as usize].fetch_add(1, Relaxed);
-}
-
-/// ESPF's POST to the events path was answered with `status`.
-pub fn event_received(status: u16) {
-    if let Some(c) = RECEIVED.get(status as usize) {
-        c.fetch_add(1, Relaxed);
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics { .. }")
     }
 }
 
-/// An event reached its final state: `done`, `in_progress` or `failed` (a dead letter).
-pub fn event_finished(state: &str) {
-    match state {
-        "done" => FINISHED_OK.fetch_add(1, Relaxed),
-        "in_progress" => FINISHED_IN_PROGRESS.fetch_add(1, Relaxed),
-        _ => FINISHED_FAILED.fetch_add(1, Relaxed),
-    };
-}
-
-/// A failed attempt was scheduled to be tried again.
-pub fn retry_scheduled() {
-    RETRIES.fetch_add(1, Relaxed);
-}
-
-/// A PortaBilling `Session/login` succeeded.
-pub fn login() {
-    LOGINS.fetch_add(1, Relaxed);
-}
-
-/// Records how long `call` took.
-pub fn observe(call: Call, d: Duration) {
-    CALLS[call.index()].observe(d);
-}
-
-/// Measures a call from now until the returned guard is dropped, whichever way the caller
-/// leaves: `let _timer = metrics::timer(Call::Target);`.
-pub fn timer(call: Call) -> Timer {
-    Timer {
-        call,
-        started: Instant::now(),
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
     }
 }
 
-/// See [`timer`].
-pub struct Timer {
+impl Metrics {
+    /// A registry with every counter at zero.
+    pub const fn new() -> Metrics {
+        Metrics {
+            received: [const { AtomicU64::new(0) }; 600],
+            finished_ok: AtomicU64::new(0),
+            finished_failed: AtomicU64::new(0),
+            finished_in_progress: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            logins: AtomicU64::new(0),
+            calls: [Histogram::new(), Histogram::new(), Histogram::new()],
+            auth_failures: [const { AtomicU64::new(0) }; 2],
+            refused: [const { AtomicU64::new(0) }; 3],
+            closed: [const { AtomicU64::new(0) }; 2],
+        }
+    }
+
+    /// A request to `endpoint` was refused for its credentials (401).
+    pub fn auth_failed(&self, endpoint: AuthEndpoint) {
+        self.auth_failures[endpoint as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The listener refused a connection.
+    pub fn connection_refused(&self, why: Refused) {
+        self.refused[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The listener closed a connection to keep its slots for real requests.
+    pub fn connection_closed(&self, why: Closed) {
+        self.closed[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// ESPF's POST to the events path was answered with `status`.
+    pub fn event_received(&self, status: u16) {
+        if let Some(c) = self.received.get(status as usize) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// An event reached its final state: `done`, `in_progress` or `failed` (a dead letter).
+    pub fn event_finished(&self, state: &str) {
+        match state {
+            "done" => self.finished_ok.fetch_add(1, Relaxed),
+            "in_progress" => self.finished_in_progress.fetch_add(1, Relaxed),
+            _ => self.finished_failed.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// A failed attempt was scheduled to be tried again.
+    pub fn retry_scheduled(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// A PortaBilling `Session/login` succeeded.
+    pub fn login(&self) {
+        self.logins.fetch_add(1, Relaxed);
+    }
+
+    /// Records how long `call` took.
+    pub fn observe(&self, call: Call, d: Duration) {
+        self.calls[call.index()].observe(d);
+    }
+
+    /// Measures a call from now until the returned guard is dropped, whichever way the
+    /// caller leaves: `let _timer = metrics.timer(Call::Target);`.
+    pub fn timer(&self, call: Call) -> Timer<'_> {
+        Timer {
+            metrics: self,
+            call,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// See [`Metrics::timer`].
+pub struct Timer<'a> {
+    metrics: &'a Metrics,
     call: Call,
     started: Instant,
 }
 
-impl Drop for Timer {
+impl Drop for Timer<'_> {
     fn drop(&mut self) {
-        observe(self.call, self.started.elapsed());
+        self.metrics.observe(self.call, self.started.elapsed());
     }
 }
 
@@ -263,192 +299,194 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// The whole scrape, Prometheus text format 0.0.4.
-pub fn render(g: &Gauges) -> String {
-    let mut out = String::with_capacity(4096);
-    header(
-        &mut out,
-        "espfd_build_info",
-        "gauge",
-        "Always 1; the version label says which espfd answers.",
-    );
-    let _ = writeln!(
-        out,
-        "espfd_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-
-    header(
-        &mut out,
-        "espfd_events_received_total",
-        "counter",
-        "Events POSTed by ESPF to the events path, by reply code.",
-    );
-    for (code, c) in RECEIVED.iter().enumerate() {
-        let n = c.load(Relaxed);
-        if n > 0 || USUAL_CODES.contains(&(code as u16)) {
-            let _ = writeln!(out, "espfd_events_received_total{{code=\"{code}\"}} {n}");
-        }
-    }
-
-    header(
-        &mut out,
-        "espfd_events_finished_total",
-        "counter",
-        "Events that reached a final state, by outcome.",
-    );
-    for (outcome, c) in [
-        ("ok", &FINISHED_OK),
-        ("failed", &FINISHED_FAILED),
-        ("in_progress", &FINISHED_IN_PROGRESS),
-    ] {
+impl Metrics {
+    /// The whole scrape, Prometheus text format 0.0.4.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        header(
+            &mut out,
+            "espfd_build_info",
+            "gauge",
+            "Always 1; the version label says which espfd answers.",
+        );
         let _ = writeln!(
             out,
-            "espfd_events_finished_total{{outcome=\"{outcome}\"}} {}",
-            c.load(Relaxed)
+            "espfd_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
         );
-    }
 
-    header(
-        &mut out,
-        "espfd_retries_total",
-        "counter",
-        "Failed attempts scheduled to be tried again.",
-    );
-    let _ = writeln!(out, "espfd_retries_total {}", RETRIES.load(Relaxed));
-
-    header(
-        &mut out,
-        "espfd_dead_letters_total",
-        "counter",
-        "Events that ended FAILED and stay in the store as dead letters.",
-    );
-    let _ = writeln!(
-        out,
-        "espfd_dead_letters_total {}",
-        FINISHED_FAILED.load(Relaxed)
-    );
-
-    if let Some(n) = g.backlog {
         header(
+            &mut out,
+            "espfd_events_received_total",
+            "counter",
+            "Events POSTed by ESPF to the events path, by reply code.",
+        );
+        for (code, c) in self.received.iter().enumerate() {
+            let n = c.load(Relaxed);
+            if n > 0 || USUAL_CODES.contains(&(code as u16)) {
+                let _ = writeln!(out, "espfd_events_received_total{{code=\"{code}\"}} {n}");
+            }
+        }
+
+        header(
+            &mut out,
+            "espfd_events_finished_total",
+            "counter",
+            "Events that reached a final state, by outcome.",
+        );
+        for (outcome, c) in [
+            ("ok", &self.finished_ok),
+            ("failed", &self.finished_failed),
+            ("in_progress", &self.finished_in_progress),
+        ] {
+            let _ = writeln!(
+                out,
+                "espfd_events_finished_total{{outcome=\"{outcome}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+
+        header(
+            &mut out,
+            "espfd_retries_total",
+            "counter",
+            "Failed attempts scheduled to be tried again.",
+        );
+        let _ = writeln!(out, "espfd_retries_total {}", self.retries.load(Relaxed));
+
+        header(
+            &mut out,
+            "espfd_dead_letters_total",
+            "counter",
+            "Events that ended FAILED and stay in the store as dead letters.",
+        );
+        let _ = writeln!(
+            out,
+            "espfd_dead_letters_total {}",
+            self.finished_failed.load(Relaxed)
+        );
+
+        if let Some(n) = g.backlog {
+            header(
             &mut out,
             "espfd_backlog",
             "gauge",
             "Stored events that still need a worker (queued, waiting for a retry, or owing a status report).",
         );
-        let _ = writeln!(out, "espfd_backlog {n}");
-    }
-    if let Some(age) = g.oldest_pending_age_seconds {
+            let _ = writeln!(out, "espfd_backlog {n}");
+        }
+        if let Some(age) = g.oldest_pending_age_seconds {
+            header(
+                &mut out,
+                "espfd_oldest_pending_age_seconds",
+                "gauge",
+                "Age of the oldest event that still needs a worker; 0 when there is none.",
+            );
+            let _ = writeln!(out, "espfd_oldest_pending_age_seconds {}", fmt_f64(age));
+        }
+        if let Some(age) = g.portabilling_last_answer_age_seconds {
+            header(
+                &mut out,
+                "espfd_portabilling_last_answer_age_seconds",
+                "gauge",
+                "Seconds since the PortaBilling API last answered (a result or a fault).",
+            );
+            let _ = writeln!(
+                out,
+                "espfd_portabilling_last_answer_age_seconds {}",
+                fmt_f64(age)
+            );
+        }
+
         header(
             &mut out,
-            "espfd_oldest_pending_age_seconds",
-            "gauge",
-            "Age of the oldest event that still needs a worker; 0 when there is none.",
+            "espfd_logins_total",
+            "counter",
+            "Successful PortaBilling Session/login calls.",
         );
-        let _ = writeln!(out, "espfd_oldest_pending_age_seconds {}", fmt_f64(age));
-    }
-    if let Some(age) = g.portabilling_last_answer_age_seconds {
+        let _ = writeln!(out, "espfd_logins_total {}", self.logins.load(Relaxed));
+
         header(
             &mut out,
-            "espfd_portabilling_last_answer_age_seconds",
-            "gauge",
-            "Seconds since the PortaBilling API last answered (a result or a fault).",
+            "espfd_auth_failures_total",
+            "counter",
+            "Requests refused with 401 for wrong or missing credentials, by endpoint.",
         );
-        let _ = writeln!(
-            out,
-            "espfd_portabilling_last_answer_age_seconds {}",
-            fmt_f64(age)
+        for e in AuthEndpoint::ALL {
+            let _ = writeln!(
+                out,
+                "espfd_auth_failures_total{{endpoint=\"{}\"}} {}",
+                e.label(),
+                self.auth_failures[e as usize].load(Relaxed)
+            );
+        }
+
+        header(
+            &mut out,
+            "espfd_connections_refused_total",
+            "counter",
+            "Inbound connections refused before a byte was read, by reason.",
         );
-    }
+        for r in Refused::ALL {
+            let _ = writeln!(
+                out,
+                "espfd_connections_refused_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.refused[r as usize].load(Relaxed)
+            );
+        }
 
-    header(
-        &mut out,
-        "espfd_logins_total",
-        "counter",
-        "Successful PortaBilling Session/login calls.",
-    );
-    let _ = writeln!(out, "espfd_logins_total {}", LOGINS.load(Relaxed));
-
-    header(
-        &mut out,
-        "espfd_auth_failures_total",
-        "counter",
-        "Requests refused with 401 for wrong or missing credentials, by endpoint.",
-    );
-    for e in AuthEndpoint::ALL {
-        let _ = writeln!(
-            out,
-            "espfd_auth_failures_total{{endpoint=\"{}\"}} {}",
-            e.label(),
-            AUTH_FAILURES[e as usize].load(Relaxed)
-        );
-    }
-
-    header(
-        &mut out,
-        "espfd_connections_refused_total",
-        "counter",
-        "Inbound connections refused before a byte was read, by reason.",
-    );
-    for r in Refused::ALL {
-        let _ = writeln!(
-            out,
-            "espfd_connections_refused_total{{reason=\"{}\"}} {}",
-            r.label(),
-            REFUSED[r as usize].load(Relaxed)
-        );
-    }
-
-    header(
+        header(
         &mut out,
         "espfd_connections_closed_total",
         "counter",
         "Inbound connections closed to keep slots for real requests: silent past ESPFD_FIRST_BYTE_TIMEOUT, or idle when a new one needed the slot.",
     );
-    for c in Closed::ALL {
-        let _ = writeln!(
-            out,
-            "espfd_connections_closed_total{{reason=\"{}\"}} {}",
-            c.label(),
-            CLOSED[c as usize].load(Relaxed)
-        );
-    }
-
-    header(
-        &mut out,
-        "espfd_call_duration_seconds",
-        "histogram",
-        "Duration of outbound calls: PortaBilling API, target, ESPF status API.",
-    );
-    for call in Call::ALL {
-        let h = &CALLS[call.index()];
-        let label = call.label();
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += h.buckets[i].load(Relaxed);
+        for c in Closed::ALL {
             let _ = writeln!(
                 out,
-                "espfd_call_duration_seconds_bucket{{call=\"{label}\",le=\"{}\"}} {cumulative}",
-                fmt_f64(*bound)
+                "espfd_connections_closed_total{{reason=\"{}\"}} {}",
+                c.label(),
+                self.closed[c as usize].load(Relaxed)
             );
         }
-        cumulative += h.buckets[BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(
-            out,
-            "espfd_call_duration_seconds_bucket{{call=\"{label}\",le=\"+Inf\"}} {cumulative}"
+
+        header(
+            &mut out,
+            "espfd_call_duration_seconds",
+            "histogram",
+            "Duration of outbound calls: PortaBilling API, target, ESPF status API.",
         );
-        let _ = writeln!(
-            out,
-            "espfd_call_duration_seconds_sum{{call=\"{label}\"}} {}",
-            fmt_f64(h.sum_micros.load(Relaxed) as f64 / 1e6)
-        );
-        // The count is the +Inf bucket; reading it again could disagree under load.
-        let _ = writeln!(
-            out,
-            "espfd_call_duration_seconds_count{{call=\"{label}\"}} {cumulative}"
-        );
+        for call in Call::ALL {
+            let h = &self.calls[call.index()];
+            let label = call.label();
+            let mut cumulative = 0;
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                cumulative += h.buckets[i].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "espfd_call_duration_seconds_bucket{{call=\"{label}\",le=\"{}\"}} {cumulative}",
+                    fmt_f64(*bound)
+                );
+            }
+            cumulative += h.buckets[BUCKETS.len()].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "espfd_call_duration_seconds_bucket{{call=\"{label}\",le=\"+Inf\"}} {cumulative}"
+            );
+            let _ = writeln!(
+                out,
+                "espfd_call_duration_seconds_sum{{call=\"{label}\"}} {}",
+                fmt_f64(h.sum_micros.load(Relaxed) as f64 / 1e6)
+            );
+            // The count is the +Inf bucket; reading it again could disagree under load.
+            let _ = writeln!(
+                out,
+                "espfd_call_duration_seconds_count{{call=\"{label}\"}} {cumulative}"
+            );
+        }
+        out
     }
-    out
 }
 
 /// A float as Prometheus reads it: no exponent, no trailing `.0` noise beyond what is needed.
@@ -481,43 +519,58 @@ mod tests {
 
     #[test]
     fn counters_and_histograms_render_as_prometheus_text() {
-        let before = render(&Gauges::default());
-        event_received(200);
-        event_received(413);
-        event_finished("failed");
-        retry_scheduled();
-        auth_failed(AuthEndpoint::Callback);
-        connection_refused(Refused::MaxPerAddr);
-        connection_closed(Closed::IdleForRoom);
-        observe(Call::Espf, Duration::from_millis(30));
-        observe(Call::Espf, Duration::from_secs(60));
-        let after = render(&Gauges {
+        let m = Metrics::new();
+        m.event_received(200);
+        m.event_received(413);
+        m.event_finished("failed");
+        m.retry_scheduled();
+        m.auth_failed(AuthEndpoint::Callback);
+        m.connection_refused(Refused::MaxPerAddr);
+        m.connection_closed(Closed::IdleForRoom);
+        m.observe(Call::Espf, Duration::from_millis(30));
+        m.observe(Call::Espf, Duration::from_secs(60));
+        let after = m.render(&Gauges {
             backlog: Some(3),
             oldest_pending_age_seconds: Some(1.5),
             portabilling_last_answer_age_seconds: None,
         });
-        let delta = |s: &str| value(&after, s) - value(&before, s);
-        // An unusual code appears once it has been seen.
-        assert!(value(&after, "espfd_events_received_total{code=\"413\"}") >= 1.0);
-        assert!(delta("espfd_events_received_total{code=\"200\"}") >= 1.0);
-        assert!(delta("espfd_dead_letters_total") >= 1.0);
-        assert!(delta("espfd_retries_total") >= 1.0);
-        assert!(delta("espfd_auth_failures_total{endpoint=\"callback\"}") >= 1.0);
-        assert!(value(&after, "espfd_auth_failures_total{endpoint=\"events\"}") >= 0.0);
-        assert!(delta("espfd_connections_refused_total{reason=\"max_per_addr\"}") >= 1.0);
-        assert!(
-            value(
-                &after,
-                "espfd_connections_refused_total{reason=\"allow_from\"}"
-            ) >= 0.0
+        let at = |s: &str| value(&after, s);
+        // An unusual code appears once it has been seen; a usual one shows while zero.
+        assert_eq!(at("espfd_events_received_total{code=\"413\"}"), 1.0);
+        assert_eq!(at("espfd_events_received_total{code=\"200\"}"), 1.0);
+        assert_eq!(at("espfd_events_received_total{code=\"503\"}"), 0.0);
+        assert!(!after.contains("code=\"414\""));
+        assert_eq!(at("espfd_dead_letters_total"), 1.0);
+        assert_eq!(at("espfd_events_finished_total{outcome=\"failed\"}"), 1.0);
+        assert_eq!(at("espfd_events_finished_total{outcome=\"ok\"}"), 0.0);
+        assert_eq!(at("espfd_retries_total"), 1.0);
+        assert_eq!(at("espfd_auth_failures_total{endpoint=\"callback\"}"), 1.0);
+        assert_eq!(at("espfd_auth_failures_total{endpoint=\"events\"}"), 0.0);
+        assert_eq!(
+            at("espfd_connections_refused_total{reason=\"max_per_addr\"}"),
+            1.0
         );
-        assert!(delta("espfd_connections_closed_total{reason=\"idle_for_room\"}") >= 1.0);
-        assert!(delta("espfd_call_duration_seconds_count{call=\"espf\"}") >= 2.0);
+        assert_eq!(
+            at("espfd_connections_refused_total{reason=\"allow_from\"}"),
+            0.0
+        );
+        assert_eq!(
+            at("espfd_connections_closed_total{reason=\"idle_for_room\"}"),
+            1.0
+        );
+        assert_eq!(at("espfd_call_duration_seconds_count{call=\"espf\"}"), 2.0);
+        assert_eq!(
+            at("espfd_call_duration_seconds_count{call=\"target\"}"),
+            0.0
+        );
+        assert_eq!(at("espfd_call_duration_seconds_sum{call=\"espf\"}"), 60.03);
         // 30 ms is not in the 0.025 bucket but is in the 0.05 one; 60 s only in +Inf.
         let le =
             |b: &str| format!("espfd_call_duration_seconds_bucket{{call=\"espf\",le=\"{b}\"}}");
-        assert!(delta(&le("0.05")) - delta(&le("0.025")) >= 1.0);
-        assert!(delta(&le("+Inf")) - delta(&le("30")) >= 1.0);
+        assert_eq!(at(&le("0.025")), 0.0);
+        assert_eq!(at(&le("0.05")), 1.0);
+        assert_eq!(at(&le("30")), 1.0);
+        assert_eq!(at(&le("+Inf")), 2.0);
         assert_eq!(value(&after, "espfd_backlog"), 3.0);
         assert_eq!(value(&after, "espfd_oldest_pending_age_seconds"), 1.5);
         assert!(!after.contains("espfd_portabilling_last_answer_age_seconds "));

@@ -11,13 +11,14 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::error::Error;
 use crate::event::{EntityKind, EntityRef};
+use crate::metrics::{Call, Metrics};
 use crate::outbound::{self, Failure};
 use crate::util::{now_ms, parse_utc};
 
@@ -129,6 +130,8 @@ pub struct PbClient {
     /// Since when (unix ms) and why calls have failed without an answer from PortaBilling
     /// (connection refused, timeout, HTTP error without a fault); `None` after an answer.
     unreachable: Mutex<Option<(i64, String)>>,
+    /// Where logins and call durations are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// The last refused login, and until when no new attempt is made.
@@ -165,7 +168,15 @@ impl PbClient {
             refused: Mutex::new(None),
             answered_at: AtomicI64::new(0),
             unreachable: Mutex::new(None),
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Counts logins and call durations in `metrics` (the service's registry) rather than
+    /// in a registry of the client's own that no scrape reads.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> PbClient {
+        self.metrics = metrics;
+        self
     }
 
     /// Successful logins so far.
@@ -255,7 +266,7 @@ impl PbClient {
             Ok(v) => {
                 *lock(&self.refused) = None;
                 self.logins.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::login();
+                self.metrics.login();
                 log::info!("PortaBilling: logged in as {}", self.login);
                 Ok(v)
             }
@@ -344,7 +355,7 @@ impl PbClient {
         body: &Value,
         bearer: Option<&str>,
     ) -> Result<Value, PbError> {
-        let _timer = crate::metrics::timer(crate::metrics::Call::PortaBilling);
+        let _timer = self.metrics.timer(Call::PortaBilling);
         let url = format!("{}/rest/{service}/{method}", self.base);
         let mut req = self
             .agent

@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::espf::EspfClient;
 use crate::http::{self, Server, Tls};
-use crate::ingress::Ingress;
-use crate::monitor::Monitor;
+use crate::ingress::{Health, Ingress};
+use crate::metrics::Metrics;
 use crate::pipeline::{Ctx, Pipeline, RetryPolicy, Step};
 use crate::portabilling::PbClient;
 use crate::store::{Store, WriterThread};
@@ -90,8 +90,10 @@ impl Service {
             None => None,
         };
         let (store, writer) = Store::open(&config.state_dir, config.workers)?;
-        let pb = Arc::new(PbClient::new(&config.pb)?);
-        let espf = EspfClient::new(&config.espf, pb.clone())?;
+        // This service's counters: every part that counts is handed the one registry.
+        let metrics = Arc::new(Metrics::new());
+        let pb = Arc::new(PbClient::new(&config.pb)?.with_metrics(metrics.clone()));
+        let espf = EspfClient::new(&config.espf, pb.clone())?.with_metrics(metrics.clone());
         let target = Target::new(&config.target)?;
         let ctx = Arc::new(Ctx {
             store: store.clone(),
@@ -106,6 +108,7 @@ impl Service {
                 async_timeout: config.async_timeout,
             },
             observer: observer.clone(),
+            metrics: metrics.clone(),
         });
         let listener = TcpListener::bind(config.listen).map_err(|e| {
             Error::io(
@@ -122,20 +125,16 @@ impl Service {
             wakers: pipeline.wakers(),
             observer,
             callback_token: config.callback_token.clone(),
+            health: Health::new(ctx.store.clone(), ctx.pb.clone(), metrics.clone()),
+            metrics: metrics.clone(),
         };
-        let handler = Monitor::new(
-            Arc::new(ingress),
-            &config.events_path,
-            ctx.store.clone(),
-            ctx.pb.clone(),
-        );
         let options = http::Options {
             limits: config.limits.clone(),
             tls: tls.clone(),
             allow_from: config.allow_from.clone(),
-            metrics: true,
+            metrics: Some(metrics),
         };
-        let server = http::serve_with(listener, options, Arc::new(handler))
+        let server = http::serve_with(listener, options, Arc::new(ingress))
             .map_err(|e| Error::io("cannot start the listener", e))?;
         if let Some(t) = &tls {
             log::info!(

@@ -6,14 +6,21 @@
 //! Sizes: CRASH_EVENTS (default 1200), CRASH_KILLS (default 6).
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use espfd::sim::{Sim, SimConfig};
-use espfd::util::{base64_encode, jitter_u64};
+use espfd::util::jitter_u64;
+
+// The integration tests' helper: how espfd is started, and the event bodies.
+#[path = "it/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use harness::{account_event, basic, TempDir, Test, PASSWORD, USER};
 
 const SENDERS: u64 = 4;
 
@@ -24,23 +31,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn start(sim: &Sim, state: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_espfd"))
-        .env_clear()
-        .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ESPFD_AUTH_USER", "espf")
-        .env("ESPFD_AUTH_PASSWORD", "crash")
-        .envs(sim.espfd_env())
-        .env("ESPFD_RETRY_INITIAL", "100ms")
-        .env("ESPFD_RETRY_MAX_DELAY", "1s")
-        .env("ESPFD_STATE_DIR", state)
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start espfd")
-}
-
 /// Sends one event until espfd answers 200 (ESPF retries too); `false` if it never did.
 fn send_until_acked(
     agent: &ureq::Agent,
@@ -49,9 +39,10 @@ fn send_until_acked(
     i_event: u64,
     stop: &AtomicBool,
 ) -> bool {
-    let body = format!(
-        r#"{{"event_type":"Subscriber/Updated","variables":{{"i_event":{i_event},"i_account":{}}}}}"#,
-        200_000 + i_event % 50
+    let body = account_event(
+        "Subscriber/Updated",
+        i_event as i64,
+        200_000 + (i_event % 50) as i64,
     );
     while !stop.load(Ordering::Relaxed) {
         let reply = agent
@@ -73,17 +64,15 @@ fn main() {
     let events = env_u64("CRASH_EVENTS", 1200);
     let kills_wanted = env_u64("CRASH_KILLS", 6);
     let sim = Sim::start("127.0.0.1:0", SimConfig::default()).expect("simulators");
-    let state = std::env::temp_dir().join(format!("espfd-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}/events");
-    let auth = format!("Basic {}", base64_encode(b"espf:crash"));
+    let state = TempDir::new("crash");
+    let test = Test::new().sim_env(&sim, &state).env("RUST_LOG", "off");
+    let first = test.spawn();
+    // Every restart listens where the first one did: the senders keep one URL.
+    let addr: SocketAddr = first.addr;
+    let url = format!("http://{addr}/events");
+    let auth = basic(USER, PASSWORD);
 
-    let child = Arc::new(Mutex::new(start(&sim, &state, port)));
+    let child = Arc::new(Mutex::new(first));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let started = Instant::now();
@@ -118,10 +107,10 @@ fn main() {
             break;
         }
         let mut c = child.lock().unwrap();
-        let _ = c.kill();
-        let _ = c.wait();
+        c.signal(libc::SIGKILL);
+        c.wait();
         kills += 1;
-        *c = start(&sim, &state, port);
+        *c = test.spawn_at(addr);
         if kills >= kills_wanted && senders.iter().all(|s| s.is_finished()) {
             break;
         }
@@ -167,8 +156,8 @@ fn main() {
     stop.store(true, Ordering::Relaxed);
     {
         let mut c = child.lock().unwrap();
-        let _ = c.kill();
-        let _ = c.wait();
+        c.signal(libc::SIGKILL);
+        c.wait();
     }
 
     let mut per_event: HashMap<u64, usize> = HashMap::new();
@@ -206,7 +195,7 @@ fn main() {
         lost_status.len()
     );
     sim.shutdown();
-    let _ = std::fs::remove_dir_all(&state);
+    drop(state);
     let ok = kills >= kills_wanted
         && acked.len() as u64 == events
         && lost_target.is_empty()

@@ -13,7 +13,7 @@ use super::parse::{parse_request, request_head, Parsed};
 use super::slots::Slots;
 use super::tls::{self, Tls, Transport};
 use super::{local_address, reason, Request, Response};
-use crate::metrics::{self, Closed, Refused};
+use crate::metrics::{Closed, Metrics, Refused};
 use crate::util::Throttled;
 
 /// Stack of a connection thread: parsing and handling need little, and many may exist.
@@ -58,9 +58,9 @@ pub struct Options {
     pub tls: Option<Arc<Tls>>,
     /// Peers allowed to connect; the default allows everyone.
     pub allow_from: AllowList,
-    /// Count refused and closed connections in the process's metrics (the ingress does; the
-    /// simulators, which share the process in tests and `espfd demo`, do not).
-    pub metrics: bool,
+    /// Where refused and closed connections are counted: the service's registry for the
+    /// ingress; `None` (not counted) for the simulators.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 struct Shared {
@@ -68,7 +68,7 @@ struct Shared {
     tls: Option<Arc<Tls>>,
     allow_from: AllowList,
     handler: Arc<dyn Handler>,
-    metrics: bool,
+    metrics: Option<Arc<Metrics>>,
     stop: AtomicBool,
     /// Connection threads running (an evicted connection's thread may outlive its slot by
     /// the moment it takes to notice).
@@ -81,14 +81,14 @@ struct Shared {
 
 impl Shared {
     fn closed(&self, why: Closed) {
-        if self.metrics {
-            metrics::connection_closed(why);
+        if let Some(m) = &self.metrics {
+            m.connection_closed(why);
         }
     }
 
     fn refused(&self, why: Refused) {
-        if self.metrics {
-            metrics::connection_refused(why);
+        if let Some(m) = &self.metrics {
+            m.connection_refused(why);
         }
     }
 }

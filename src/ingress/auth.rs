@@ -2,18 +2,15 @@
 //!
 //! All comparisons take time independent of where the presented value differs.
 //!
-//! The signature scheme (PortaOne's "Appendix A"): `Authorization: Signature keyId="..",
-//! algorithm="hmac-sha1",signature=".."`, an HMAC-SHA1 with the shared key over the `Date`
-//! header. PortaOne does not document the exact signing string, and its published example
-//! value matches none of the obvious constructions for its documented inputs (see README). We
-//! accept the draft-cavage default, `date: <Date>`, and the bare `Date` value; the debug log
-//! says which signing strings were tried and which one matched.
+//! The signature scheme (PortaOne's "Appendix A"): the header's parameters are parsed here,
+//! the HMAC-SHA1 is computed by `signature.rs` (which `espfd send` signs with too). We accept
+//! both signing strings it knows, the draft-cavage default `date: <Date>` and the bare `Date`
+//! value; the debug log says which signing strings were tried and which one matched.
 
 use std::fmt;
 use std::time::Duration;
 
-use ring::hmac;
-
+use super::signature::{self, SigningString};
 use crate::util::{base64_decode, constant_time_eq, parse_http_date};
 
 /// How ESPF must authenticate its POSTs (`ESPFD_AUTH` and the `ESPFD_AUTH_*` values).
@@ -145,18 +142,13 @@ fn check_signature(
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .ok_or(Denied("no Date header (the signature signs it)"))?;
-    let signature = base64_decode(presented.trim()).ok_or(Denied("signature is not base64"))?;
+    let presented_tag = base64_decode(presented.trim()).ok_or(Denied("signature is not base64"))?;
 
-    let hkey = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key.as_bytes());
-    let cavage = format!("date: {date}");
-    let candidates = [
-        ("cavage default", cavage.as_str()),
-        ("bare Date value", date),
-    ];
-    // hmac::verify compares in constant time.
+    let candidates = SigningString::ALL.map(|over| (over.name(), over.of(date)));
+    // constant_time_eq takes the same time wherever the values differ.
     let matched = candidates
         .iter()
-        .find(|(_, text)| hmac::verify(&hkey, text.as_bytes(), &signature).is_ok());
+        .find(|(_, text)| constant_time_eq(&signature::sign(key.as_bytes(), text), &presented_tag));
     // For operators checking their ESPF's signing: what was tried and what matched. Never the
     // key or an expected signature; the presented one only when it matched nothing.
     match matched {

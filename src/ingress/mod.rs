@@ -1,4 +1,8 @@
-//! The front door: routes, ESPF authentication, event validation and the durable hand-off.
+//! The front door, one router for every path of the listener: ESPF's events path, the
+//! completion callback `/events/<i_event>/status`, `/healthz`, `/readyz` and `/metrics`;
+//! ESPF authentication, event validation and the durable hand-off. The bodies of `/readyz`
+//! and `/metrics` are in `health.rs`; the reply codes of ESPF's POSTs (those refused from
+//! their head before `100 Continue` too) and the 401s of the callback are counted here.
 //!
 //! Replies to ESPF (the README, "What espfd answers ESPF"): 200 once the event is on disk or is a
 //! repeat of a stored `i_event`; 401 for bad credentials; 400 with a one-line reason for a
@@ -7,14 +11,20 @@
 //! Never a 500 for bad input.
 
 mod auth;
+mod health;
+pub mod signature;
 
 pub use auth::{check as check_auth, Denied, InboundAuth};
+pub use health::{Health, PB_FRESH, PROBE_EVERY, PROBE_PATIENCE, STORE_WAIT};
+
+use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
 use crate::error::Error;
 use crate::event::Event;
 use crate::http::{Handler, Request, Response};
+use crate::metrics::{AuthEndpoint, Metrics};
 use crate::pipeline::{Step, Wakers};
 use crate::store::{Completed, Completion, Inserted, NewEvent, Store};
 use crate::util::{constant_time_eq, now_ms, Secret, Throttled};
@@ -33,16 +43,30 @@ pub struct Ingress {
     pub observer: Option<Sender<Step>>,
     /// Bearer token of the completion callback; `None` turns the endpoint off.
     pub callback_token: Option<Secret>,
+    /// Answers `/readyz` and `/metrics`.
+    pub health: Health,
+    /// The service's registry: reply codes of the events path, failed authentications.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Handler for Ingress {
     fn handle(&self, req: Request) -> Response {
+        // GET and HEAD (the HTTP layer leaves the body out of a HEAD reply).
+        let get = matches!(req.method.as_str(), "GET" | "HEAD");
         let path = req.path.as_str();
+        match path {
+            "/metrics" if get => return self.health.metrics(),
+            "/readyz" if get => return self.health.readyz(),
+            "/metrics" | "/readyz" => return use_get(),
+            _ => {}
+        }
         if path == self.events_path {
             if req.method != "POST" {
                 return Response::text(405, "use POST").with_header("Allow", "POST");
             }
-            return self.event(req);
+            let resp = self.event(req);
+            self.metrics.event_received(resp.status);
+            return resp;
         }
         if let Some(id) = path
             .strip_prefix("/events/")
@@ -52,22 +76,27 @@ impl Handler for Ingress {
             return self.completion(&id, req);
         }
         match path {
-            "/healthz" => match req.method.as_str() {
-                "GET" | "HEAD" => Response::text(200, "ok"),
-                _ => Response::text(405, "use GET").with_header("Allow", "GET, HEAD"),
-            },
+            "/healthz" if get => Response::text(200, "ok"),
+            "/healthz" => use_get(),
             _ => Response::text(404, "not found"),
         }
     }
 
     /// A POST to the events path with `Expect: 100-continue` and wrong credentials is
-    /// answered 401 before its body is asked for.
+    /// answered 401 before its body is asked for, and counted as received with that code.
     fn precheck(&self, head: &Request) -> Option<Response> {
         if head.path == self.events_path && head.method == "POST" {
-            return self.authenticate(head).err();
+            let resp = self.authenticate(head).err()?;
+            self.metrics.event_received(resp.status);
+            return Some(resp);
         }
         None
     }
+}
+
+/// The 405 of the paths that take GET and HEAD only.
+fn use_get() -> Response {
+    Response::text(405, "use GET").with_header("Allow", "GET, HEAD")
 }
 
 impl Ingress {
@@ -90,6 +119,7 @@ impl Ingress {
             .map(|(_, t)| t.trim().as_bytes())
             .unwrap_or(b"");
         if !constant_time_eq(presented, token.0.as_bytes()) {
+            self.metrics.auth_failed(AuthEndpoint::Callback);
             let more = AUTH_LOG.lock().unwrap_or_else(|p| p.into_inner()).tick();
             if let Some(more) = more {
                 log::warn!(
@@ -168,7 +198,7 @@ impl Ingress {
         let Err(denied) = check_auth(&self.auth, authorization, date, now_ms() / 1000) else {
             return Ok(());
         };
-        crate::metrics::auth_failed(crate::metrics::AuthEndpoint::Events);
+        self.metrics.auth_failed(AuthEndpoint::Events);
         let more = AUTH_LOG.lock().unwrap_or_else(|p| p.into_inner()).tick();
         if let Some(more) = more {
             log::warn!("event from {} refused: {}{more}", req.peer.ip(), denied.0);

@@ -28,6 +28,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::espf::EspfClient;
+use crate::metrics::Metrics;
 use crate::portabilling::PbClient;
 use crate::store::Store;
 use crate::target::Target;
@@ -89,6 +90,8 @@ pub struct Ctx {
     /// When to try again, when to give up, how long to wait for a completion callback.
     pub retry: RetryPolicy,
     pub observer: Option<Sender<Step>>,
+    /// The service's registry: finished events, retries, the target's call durations.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Ctx {

@@ -9,6 +9,7 @@ use super::{Ctx, Step};
 use crate::enrich::{self, Context};
 use crate::espf::Status;
 use crate::event::Event;
+use crate::metrics::Call;
 use crate::outbound::Failure;
 use crate::store::{Early, State, StoredEvent, Update};
 use crate::target::Outcome;
@@ -105,6 +106,7 @@ fn attempt_once(
         });
     }
     let context = Context::new(ev, row.received_at, attempt, &ctx.group, record);
+    let _timer = ctx.metrics.timer(Call::Target);
     Ok(ctx.target.deliver(&context))
 }
 
@@ -191,7 +193,7 @@ fn conclude(
         return;
     }
     if state == final_state {
-        crate::metrics::event_finished(final_state.as_str());
+        ctx.metrics.event_finished(final_state.as_str());
         match status {
             Status::Ok | Status::InProgress => {
                 log::info!(
@@ -218,7 +220,7 @@ fn conclude(
 }
 
 fn retry_later(ctx: &Ctx, row: &StoredEvent, ev: &Event, attempt: i64, f: &Failure) {
-    crate::metrics::retry_scheduled();
+    ctx.metrics.retry_scheduled();
     let delay = ctx.retry.backoff(attempt, f.retry_after);
     let mut retry_reported = row.retry_reported;
     if !retry_reported {

@@ -813,6 +813,3 @@ fn method_not_allowed(allow: &str) -> Response {
 fn int_of(v: &Value) -> Option<i64> {
     crate::event::id_of(v)
 }
-
-#[cfg(test)]
-mod tests;

@@ -30,7 +30,6 @@ impl HttpTarget {
 
     /// Sends the context's document.
     pub fn deliver(&self, context: &Context<'_>) -> Outcome {
-        let _timer = crate::metrics::timer(crate::metrics::Call::Target);
         let sent = self
             .agent
             .post(&self.url)

@@ -9,8 +9,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::harness::Espfd;
 use crate::harness::{account_event, agent, basic, sim_env, Harness, TempDir, USER};
-use crate::support::{read_reply, Espfd};
+use crate::support::read_reply;
 
 const KEY_ID: &str = "test";
 const KEY: &str = "signature";

@@ -1,45 +1,34 @@
 //! The real `espfd` binary: start-up errors, kill -9 and restart on the same state dir, the
 //! demo.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use espfd::sim::{Sim, SimConfig};
 
-use crate::harness::{account_event, basic, eventually, post, sim_env, TempDir, PASSWORD, USER};
-
-const BIN: &str = env!("CARGO_BIN_EXE_espfd");
+use crate::harness::{account_event, basic, eventually, post, TempDir, Test, PASSWORD, USER};
 
 #[test]
 fn configuration_errors_name_the_variable_and_nothing_listens() {
     let port = free_port();
-    let out = Command::new(BIN)
-        .env_clear()
+    Test::new()
         .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
         .env("ESPFD_AUTH_USER", "u")
         .env("ESPFD_AUTH_PASSWORD", "p")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ESPFD_PB_URL"), "{err}");
+        .run()
+        .code(78)
+        .stderr_has("ESPFD_PB_URL");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 
-    let out = Command::new(BIN)
-        .env_clear()
+    Test::new()
         .env("ESPFD_WORKERS", "many")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ESPFD_"), "{err}");
+        .run()
+        .code(78)
+        .stderr_has("ESPFD_");
 }
 
 #[test]
 fn help_env_lists_variables_with_defaults() {
-    let out = Command::new(BIN).args(["help", "env"]).output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut run = Test::new().args(&["help", "env"]).run().code(0);
     for v in [
         "ESPFD_LISTEN",
         "ESPFD_WORKERS",
@@ -47,10 +36,9 @@ fn help_env_lists_variables_with_defaults() {
         "ESPFD_PB_PASSWORD*",
         "default: /var/lib/espfd",
     ] {
-        assert!(text.contains(v), "{v} missing");
+        run = run.stdout_has(v);
     }
-    let out = Command::new(BIN).arg("frobnicate").output().unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    Test::new().args(&["frobnicate"]).run().code(64);
 }
 
 fn free_port() -> u16 {
@@ -61,30 +49,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_daemon(sim: &Sim, state: &TempDir, port: u16) -> Daemon {
-    let child = Command::new(BIN)
-        .env_clear()
-        .envs(sim_env(sim, state))
-        .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
+/// The binary against `sim`, retrying quickly.
+fn daemon(sim: &Sim, state: &TempDir) -> Test {
+    Test::new()
+        .sim_env(sim, state)
         .env("ESPFD_RETRY_MAX_DELAY", "500ms")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }));
-    Daemon(child)
 }
 
 #[test]
@@ -92,9 +62,8 @@ fn kill_9_with_pending_events_then_restart_completes_them() {
     let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
     sim.set_target_failure_rate(1.0);
     let state = TempDir::new("kill");
-    let port = free_port();
-    let mut daemon = start_daemon(&sim, &state, port);
-    let url = format!("http://127.0.0.1:{port}/events");
+    let mut first = daemon(&sim, &state).spawn();
+    let url = format!("http://{}/events", first.addr);
     let auth = basic(USER, PASSWORD);
     let ids: Vec<i64> = (1..=30).collect();
     for &i in &ids {
@@ -111,12 +80,11 @@ fn kill_9_with_pending_events_then_restart_completes_them() {
     assert!(eventually(Duration::from_secs(5), || !sim
         .target_calls()
         .is_empty()));
-    daemon.0.kill().unwrap(); // SIGKILL
-    let _ = daemon.0.wait();
-    drop(daemon);
+    first.signal(libc::SIGKILL);
+    assert_eq!(first.wait().code(), None, "killed by the signal");
 
     sim.set_target_failure_rate(0.0);
-    let _daemon = start_daemon(&sim, &state, port);
+    let _second = daemon(&sim, &state).spawn();
     let all_ok = eventually(Duration::from_secs(30), || {
         let calls = sim.target_calls();
         ids.iter().all(|i| {
@@ -142,20 +110,14 @@ fn kill_9_with_pending_events_then_restart_completes_them() {
 
 #[test]
 fn demo_runs_and_exits_zero() {
-    let out = Command::new(BIN)
-        .arg("demo")
+    Test::new()
         .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("demo OK"), "{text}");
-    assert!(text.contains("reported OK to ESPF"), "{text}");
-    assert!(text.contains("not processed a second time"), "{text}");
+        .args(&["demo"])
+        .run()
+        .code(0)
+        .stdout_has("demo OK")
+        .stdout_has("reported OK to ESPF")
+        .stdout_has("not processed a second time");
 }
 
 #[test]

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use espfd::sim::{CallbackTiming, Sim, SimConfig};
 
+use crate::harness::Espfd;
 use crate::harness::{
     account_event, basic, eventually, post, sim_env, Harness, TempDir, PASSWORD, USER,
 };
-use crate::support::Espfd;
 
 const TOKEN: &str = "cb-secret";
 

@@ -1,34 +1,24 @@
 //! `espfd check` against the simulators: every check passes on a good configuration, and
 //! each broken setting is reported with the variable to fix.
 
-use std::process::Command;
-
 use espfd::sim::{Sim, SimConfig};
 
-use crate::harness::{sim_env, TempDir};
-
-const BIN: &str = env!("CARGO_BIN_EXE_espfd");
+use crate::harness::{TempDir, Test};
 
 /// Runs `espfd check` with the simulator's environment changed by `tweak` (name, value;
 /// an empty value unsets). Returns (exit code, stdout).
 fn check(sim: &Sim, state: &TempDir, tweak: &[(&str, &str)]) -> (i32, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("check").env_clear().envs(sim_env(sim, state));
+    let mut test = Test::new().args(&["check"]).sim_env(sim, state);
     for (k, v) in tweak {
-        if v.is_empty() {
-            cmd.env_remove(k);
+        test = if v.is_empty() {
+            test.unset(k)
         } else {
-            cmd.env(k, v);
-        }
+            test.env(k, *v)
+        };
     }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.stderr.is_empty(),
-        "check writes its report on stdout only: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap(), stdout)
+    let run = test.run();
+    assert_eq!(run.stderr(), "", "check writes its report on stdout only");
+    (run.0.status.code().unwrap(), run.stdout())
 }
 
 /// The one FAIL line of the report, checking it names `var`.
@@ -236,18 +226,13 @@ fn an_empty_secret_file_is_a_configuration_error_naming_it() {
         let line = fail_line(&report, var);
         assert!(line.contains("is empty"), "{line}");
 
-        let out = Command::new(BIN)
-            .env_clear()
-            .envs(sim_env(&sim, &state))
-            .env_remove(unset)
-            .env(var, &empty)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(78), "{var}: {stderr}");
-        assert!(
-            stderr.contains(var) && stderr.contains("is empty"),
-            "{stderr}"
-        );
+        Test::new()
+            .sim_env(&sim, &state)
+            .unset(unset)
+            .env(var, empty.clone())
+            .run()
+            .code(78)
+            .stderr_has(var)
+            .stderr_has("is empty");
     }
 }

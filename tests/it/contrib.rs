@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use espfd::config::VARS;
 use serde_json::{json, Value};
 
-use crate::harness::TempDir;
+use crate::harness::{TempDir, Test};
 
 fn contrib(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -598,18 +598,17 @@ fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
     let mut tls_checked = false;
     for (what, set, drop) in &variants {
         let env = env_variant(&active, set, drop);
-        let out = Command::new(env!("CARGO_BIN_EXE_espfd"))
-            .arg("check")
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        let report = String::from_utf8_lossy(&out.stdout);
+        let mut test = Test::new().args(&["check"]);
+        for (k, v) in &env {
+            test = test.env(k, v.clone());
+        }
+        let run = test.run();
+        let report = run.stdout();
         assert_eq!(
-            out.status.code(),
+            run.0.status.code(),
             Some(0),
             "{what}: espfd check did not pass:\n{report}{}",
-            String::from_utf8_lossy(&out.stderr)
+            run.stderr()
         );
         assert!(
             report.starts_with("ok   configuration"),

@@ -13,8 +13,8 @@ use espfd::http::{serve, Request, Response, Server};
 use espfd::sim::{Sim, SimConfig};
 
 use crate::harness::{account_event, basic, eventually, post, sim_env, Harness, TempDir};
+use crate::harness::{Espfd, Test, BIN};
 use crate::harness::{PASSWORD, USER};
-use crate::support::{Espfd, BIN};
 
 #[test]
 fn control_characters_in_event_types_and_ids_are_refused_with_400() {
@@ -58,18 +58,13 @@ fn hostile_target() -> Server {
 }
 
 fn events_cmd(state: &TempDir, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN)
-        .arg("events")
-        .args(args)
-        .env("ESPFD_STATE_DIR", &state.0)
+    let run = Test::new()
+        .env("ESPFD_STATE_DIR", state.0.display().to_string())
         .env("ESPFD_REDACT", "none")
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .args(&["events"])
+        .args(args)
+        .run();
+    (run.0.status.code(), run.stdout(), run.stderr())
 }
 
 #[test]

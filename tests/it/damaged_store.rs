@@ -9,7 +9,7 @@ use espfd::sim::{Sim, SimConfig};
 use espfd::store::{NewEvent, Store};
 
 use crate::harness::{eventually, sim_env, TempDir};
-use crate::support::{Espfd, BIN};
+use crate::harness::{Espfd, Test, BIN};
 
 /// A store with `n` events, closed cleanly (its WAL folded back into the file).
 fn store_with_events(dir: &TempDir, n: i64) {
@@ -107,12 +107,14 @@ fn espfd_refuses_a_damaged_store_and_the_readme_recovers_it() {
     env.retain(|(k, _)| *k != "ESPFD_LISTEN");
     let mut espfd = Espfd::spawn(&env, None);
     assert!(espfd.running(), "{}", espfd.log());
-    let out = Command::new(BIN)
-        .args(["events", "list", "--limit", "1000"])
-        .env("ESPFD_STATE_DIR", &state.0)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let listed = String::from_utf8_lossy(&out.stdout).lines().count() - 1;
+    let listed = Test::new()
+        .env("ESPFD_STATE_DIR", state.0.display().to_string())
+        .args(&["events", "list", "--limit", "1000"])
+        .run()
+        .code(0)
+        .stdout()
+        .lines()
+        .count()
+        - 1;
     assert!(listed > 800, "most events were recovered: {listed} of 1000");
 }

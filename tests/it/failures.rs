@@ -2,15 +2,12 @@
 //! letters and replay, asynchronous completion, the exec connector, session trouble and
 //! graceful shutdown.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use espfd::pipeline::Step;
 use espfd::sim::{Sim, SimConfig};
 
-use crate::harness::{account_event, eventually, Harness, TempDir};
-
-const BIN: &str = env!("CARGO_BIN_EXE_espfd");
+use crate::harness::{account_event, eventually, Harness, TempDir, Test};
 
 fn row_state(h: &Harness, i_event: i64) -> (String, Option<String>, Option<String>, i64) {
     let r = h.reader().get(i_event).unwrap().expect("stored");
@@ -62,9 +59,7 @@ fn target_replies_are_classified_transient_or_permanent() {
 
 #[test]
 fn target_timeout_and_connection_errors_are_transient() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_TARGET_TIMEOUT", "300ms");
-    });
+    let h = Test::new().env("ESPFD_TARGET_TIMEOUT", "300ms").start();
     h.sim
         .slow_target("account:6001", Duration::from_millis(800));
     assert_eq!(h.post(&account_event("Subscriber/Updated", 1, 6001)).0, 200);
@@ -190,9 +185,7 @@ fn retry_schedule_survives_a_restart() {
 #[test]
 fn a_waiting_retry_holds_its_entity_but_not_others_on_the_same_lane() {
     // One lane: every entity shares it.
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_WORKERS", "1");
-    });
+    let h = Test::new().env("ESPFD_WORKERS", "1").start();
     h.sim.script_target(1, &[(503, Some("2"))]);
     assert_eq!(h.post(&account_event("Subscriber/Updated", 1, 7001)).0, 200);
     assert_eq!(h.post(&account_event("Subscriber/Updated", 2, 7001)).0, 200);
@@ -218,16 +211,15 @@ fn a_waiting_retry_holds_its_entity_but_not_others_on_the_same_lane() {
 }
 
 fn events_cmd(state: &TempDir, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("events")
+    let run = Test::new()
+        .env("ESPFD_STATE_DIR", state.0.display().to_string())
+        .args(&["events"])
         .args(args)
-        .env("ESPFD_STATE_DIR", &state.0)
-        .output()
-        .unwrap();
+        .run();
     (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        run.0.status.code().unwrap_or(-1),
+        run.stdout(),
+        run.stderr(),
     )
 }
 
@@ -321,9 +313,7 @@ fn callback(h: &Harness, i_event: i64, token: &str, body: &str) -> u16 {
 
 #[test]
 fn asynchronous_completion_by_callback() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_CALLBACK_TOKEN", "cb-secret");
-    });
+    let h = Test::new().env("ESPFD_CALLBACK_TOKEN", "cb-secret").start();
     h.sim.script_target(41, &[(202, None)]);
     h.sim.script_target(42, &[(202, None)]);
     assert_eq!(
@@ -391,10 +381,10 @@ fn asynchronous_completion_by_callback() {
 
 #[test]
 fn missing_callback_fails_after_the_async_timeout() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_CALLBACK_TOKEN", "cb-secret")
-            .set("ESPFD_ASYNC_TIMEOUT", "1s");
-    });
+    let h = Test::new()
+        .env("ESPFD_CALLBACK_TOKEN", "cb-secret")
+        .env("ESPFD_ASYNC_TIMEOUT", "1s")
+        .start();
     h.sim.script_target(51, &[(202, None)]);
     assert_eq!(
         h.post(&account_event("Subscriber/Updated", 51, 1000889)).0,
@@ -539,9 +529,9 @@ fn session_is_refreshed_before_expiry_without_a_new_login() {
 
 #[test]
 fn refused_login_backs_off_and_says_so() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_PB_PASSWORD", "wrong-password");
-    });
+    let h = Test::new()
+        .env("ESPFD_PB_PASSWORD", "wrong-password")
+        .start();
     for i in 1..=6 {
         assert_eq!(
             h.post(&account_event("Subscriber/Updated", i, 1000 + i)).0,
@@ -566,29 +556,14 @@ fn refused_login_backs_off_and_says_so() {
 #[test]
 fn sigterm_parks_work_in_flight_and_exits_zero() {
     let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    // Longer than the grace: had espfd waited for the call, it would have reported OK.
     sim.slow_target("account:1000889", Duration::from_secs(5));
     let state = TempDir::new("term");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let spawn = || {
-        Command::new(BIN)
-            .env_clear()
-            .envs(crate::harness::sim_env(&sim, &state))
-            .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("ESPFD_SHUTDOWN_GRACE", "1s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut child = spawn();
-    assert!(eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }));
-    let url = format!("http://127.0.0.1:{port}/events");
+    let test = Test::new()
+        .sim_env(&sim, &state)
+        .env("ESPFD_SHUTDOWN_GRACE", "1s");
+    let mut d = test.spawn();
+    let url = format!("http://{}/events", d.addr);
     let auth = crate::harness::basic(crate::harness::USER, crate::harness::PASSWORD);
     assert_eq!(
         crate::harness::post(
@@ -602,23 +577,26 @@ fn sigterm_parks_work_in_flight_and_exits_zero() {
     assert!(eventually(Duration::from_secs(5), || !sim
         .target_calls()
         .is_empty()));
-    let t0 = std::time::Instant::now();
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    d.signal(libc::SIGTERM);
+    let status = d.wait();
     assert_eq!(status.code(), Some(0), "clean exit");
+    // It stopped at the grace with the call unanswered, and said so.
     assert!(
-        t0.elapsed() < Duration::from_secs(4),
-        "stopped within the grace, not after the slow call"
+        sim.statuses().is_empty(),
+        "no status reported before the stop"
+    );
+    assert!(
+        d.log()
+            .contains("1 event(s) still in flight after ESPFD_SHUTDOWN_GRACE"),
+        "{}",
+        d.log()
     );
 
     sim.slow_target("account:1000889", Duration::ZERO);
-    let mut child = spawn();
+    let _d = test.spawn();
     let done = eventually(Duration::from_secs(15), || {
         sim.statuses().iter().any(|s| s.status == "OK")
     });
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(done, "the parked event was processed after the restart");
 }
 
@@ -634,20 +612,17 @@ fn events_show_hides_subscriber_data() {
         !out.contains("ana@example.com") && out.contains(r#""email":"***""#),
         "{out}"
     );
-    let out = Command::new(BIN)
-        .args(["events", "show", "71"])
-        .env("ESPFD_STATE_DIR", &h.state.0)
+    Test::new()
+        .env("ESPFD_STATE_DIR", h.state.0.display().to_string())
         .env("ESPFD_REDACT", "none")
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ana@example.com"));
+        .args(&["events", "show", "71"])
+        .run()
+        .stdout_has("ana@example.com");
 }
 
 #[test]
 fn retries_stop_at_the_max_age_with_failed() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_RETRY_MAX_AGE", "1s");
-    });
+    let h = Test::new().env("ESPFD_RETRY_MAX_AGE", "1s").start();
     h.sim.set_target_failure_rate(1.0);
     assert_eq!(
         h.post(&account_event("Subscriber/Updated", 81, 1000889)).0,
@@ -671,9 +646,7 @@ fn retries_stop_at_the_max_age_with_failed() {
 
 #[test]
 fn retry_after_zero_does_not_make_a_tight_loop() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_RETRY_INITIAL", "500ms");
-    });
+    let h = Test::new().env("ESPFD_RETRY_INITIAL", "500ms").start();
     h.sim
         .script_target(82, &[(503, Some("0")), (429, Some("0"))]);
     assert_eq!(
@@ -699,9 +672,7 @@ fn retry_after_zero_does_not_make_a_tight_loop() {
 
 #[test]
 fn pending_events_move_lanes_when_the_worker_count_changes() {
-    let mut h = Harness::with(|raw| {
-        raw.set("ESPFD_WORKERS", "2");
-    });
+    let mut h = Test::new().env("ESPFD_WORKERS", "2").start();
     h.sim.set_target_failure_rate(1.0);
     let ids: Vec<i64> = (101..=120).collect();
     for &i in &ids {
@@ -740,25 +711,9 @@ fn pending_events_move_lanes_when_the_worker_count_changes() {
 fn sigint_stops_the_binary_cleanly() {
     let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
     let state = TempDir::new("int");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(BIN)
-        .env_clear()
-        .envs(crate::harness::sim_env(&sim, &state))
-        .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }));
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut d = Test::new().sim_env(&sim, &state).spawn();
+    d.signal(libc::SIGINT);
+    assert_eq!(d.wait().code(), Some(0));
 }
 
 #[test]
@@ -794,9 +749,7 @@ fn exec_output_is_bounded_and_its_last_line_is_the_message() {
 
 #[test]
 fn finished_events_are_deleted_after_the_retention() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_RETENTION", "1s");
-    });
+    let h = Test::new().env("ESPFD_RETENTION", "1s").start();
     h.sim.script_target(302, &[(422, None)]);
     for i in [301, 302] {
         assert_eq!(

@@ -17,9 +17,10 @@ use espfd::sim::{Sim, SimConfig};
 use rustls::version::TLS13;
 use rustls::ClientConfig;
 
+use crate::harness::Espfd;
 use crate::harness::{account_event, basic, eventually, sim_env, TempDir, PASSWORD, USER};
 use crate::support::{
-    connect_from, peer_state, read_reply, tls_client, tls_handshake, Certs, Espfd, Key, Peer,
+    connect_from, peer_state, read_reply, tls_client, tls_handshake, Certs, Key, Peer,
 };
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);

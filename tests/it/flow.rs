@@ -6,7 +6,7 @@ use std::time::Duration;
 use espfd::pipeline::Step;
 use espfd::store::{lane_of, State};
 
-use crate::harness::{account_event, eventually, Harness};
+use crate::harness::{account_event, eventually, Harness, Test};
 
 #[test]
 fn one_event_of_each_kind_reaches_the_target_and_accounts_get_ok() {
@@ -264,10 +264,10 @@ fn permanent_target_failure_is_reported_failed_and_kept() {
 
 #[test]
 fn json_status_format_and_basic_auth_to_espf() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_ESPF_FORMAT", "json")
-            .set("ESPFD_ESPF_AUTH", "basic");
-    });
+    let h = Test::new()
+        .env("ESPFD_ESPF_FORMAT", "json")
+        .env("ESPFD_ESPF_AUTH", "basic")
+        .start();
     assert_eq!(
         h.post(&account_event("Subscriber/Created", 61, 277147)).0,
         200

@@ -6,10 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use espfd::http::Limits;
-use espfd::ingress::{InboundAuth, Ingress};
+use espfd::ingress::{Health, InboundAuth, Ingress};
+use espfd::metrics::Metrics;
+use espfd::portabilling::PbClient;
+use espfd::sim::{Sim, SimConfig};
 use espfd::store::Store;
 
-use crate::harness::{account_event, agent, basic, post, Harness, TempDir, PASSWORD, USER};
+use crate::harness::{
+    account_event, agent, basic, post, raw_config, Harness, TempDir, Test, PASSWORD, USER,
+};
 
 #[test]
 fn valid_event_is_stored_before_200_and_repeat_is_200_without_second_row() {
@@ -66,10 +71,10 @@ fn bad_credentials_get_401_with_basic_challenge() {
 
 #[test]
 fn custom_auth_accepts_the_configured_value_only() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_AUTH", "custom")
-            .set("ESPFD_AUTH_CUSTOM", "Plain passexample");
-    });
+    let h = Test::new()
+        .env("ESPFD_AUTH", "custom")
+        .env("ESPFD_AUTH_CUSTOM", "Plain passexample")
+        .start();
     let body = account_event("Subscriber/Created", 2, 1000889);
     assert_eq!(post(&h.url(), Some("Plain passexample"), &body).0, 200);
     assert_eq!(post(&h.url(), Some("Plain passexamplE"), &body).0, 401);
@@ -156,13 +161,19 @@ fn store_unavailable_gets_503_with_retry_after() {
     let dir = TempDir::new("closed");
     let (store, writer) = Store::open(&dir.0, 1).unwrap();
     writer.join();
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    let config = raw_config(&sim, &dir).validate().unwrap();
+    let pb = Arc::new(PbClient::new(&config.pb).unwrap());
+    let metrics = Arc::new(Metrics::new());
     let ingress = Ingress {
         events_path: "/events".into(),
         auth: InboundAuth::None,
-        store,
+        store: store.clone(),
         wakers: espfd::pipeline::Wakers::unconnected(1),
         observer: None,
         callback_token: None,
+        health: Health::new(store.clone(), pb, metrics.clone()),
+        metrics,
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let server = espfd::http::serve(listener, Limits::default(), Arc::new(ingress)).unwrap();
@@ -178,9 +189,7 @@ fn store_unavailable_gets_503_with_retry_after() {
 
 #[test]
 fn connections_beyond_the_limit_get_a_quick_503() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_MAX_CONNECTIONS", "2");
-    });
+    let h = Test::new().env("ESPFD_MAX_CONNECTIONS", "2").start();
     let addr = h.service.as_ref().unwrap().local_addr();
     // Two connections in the middle of a request hold both slots (idle ones would be closed
     // to make room: limits.rs).

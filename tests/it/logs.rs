@@ -2,7 +2,6 @@
 //! `i_event`; `ESPFD_REDACT` hides subscriber data a target quotes back; secrets never show.
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +10,7 @@ use espfd::http::{serve, Request, Response, Server};
 use espfd::sim::{Sim, SimConfig};
 use serde_json::Value;
 
-use crate::harness::{account_event, basic, eventually, post, sim_env, TempDir, PASSWORD, USER};
-
-const BIN: &str = env!("CARGO_BIN_EXE_espfd");
+use crate::harness::{account_event, basic, eventually, post, TempDir, Test, PASSWORD, USER};
 
 /// A target that refuses every document with 422 and quotes the subscriber record back,
 /// as real systems do in their error replies.
@@ -41,30 +38,19 @@ fn echoing_target() -> Server {
 /// report, stops espfd with SIGTERM and returns its stderr.
 fn run_one_event(sim: &Sim, target: &Server, i_event: i64, extra: &[(&str, &str)]) -> String {
     let state = TempDir::new("logs");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(BIN)
-        .env_clear()
-        .envs(sim_env(sim, &state))
-        .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
+    let mut test = Test::new()
+        .sim_env(sim, &state)
         .env(
             "ESPFD_TARGET_URL",
             format!("http://{}/provision", target.local_addr()),
         )
         .env("ESPFD_LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .envs(extra.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }));
-    let url = format!("http://127.0.0.1:{port}/events");
+        .env("RUST_LOG", "debug");
+    for (k, v) in extra {
+        test = test.env(k, *v);
+    }
+    let mut d = test.spawn();
+    let url = format!("http://{}/events", d.addr);
     let body = account_event("Subscriber/Updated", i_event, 2984);
     assert_eq!(post(&url, Some(&basic(USER, PASSWORD)), &body).0, 200);
     let reported = eventually(Duration::from_secs(15), || {
@@ -72,22 +58,14 @@ fn run_one_event(sim: &Sim, target: &Server, i_event: i64, extra: &[(&str, &str)
             .iter()
             .any(|s| s.i_account == 2984 && s.status == "FAILED")
     });
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    d.signal(libc::SIGTERM);
+    let status = d.wait();
+    let stderr = d.log();
     assert!(
         reported,
         "the event was not reported FAILED; log:\n{stderr}"
     );
-    assert!(
-        out.status.success(),
-        "espfd exit {:?}:\n{stderr}",
-        out.status
-    );
+    assert!(status.success(), "espfd exit {status:?}:\n{stderr}");
     stderr
 }
 

@@ -23,6 +23,7 @@ mod readiness;
 mod robustness;
 
 mod send;
+mod sim;
 mod sim_systems;
 mod simulate;
 mod support;

@@ -1,7 +1,7 @@
 //! `GET /metrics` and `GET /readyz` on the ingress listener.
 //!
-//! The metrics registry is process-wide and other tests run alongside in this process, so
-//! counters are compared as "moved by at least".
+//! Each service has its own metrics registry, so a scrape holds exactly what that service did
+//! even while other tests run alongside in this process.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -59,7 +59,6 @@ fn counters_move_after_events() {
     let h = Harness::start();
     h.sim.script_target(9102, &[(404, None)]);
     h.sim.script_target(9103, &[(503, None)]);
-    let before = scrape(&h);
 
     assert_eq!(
         h.post(&account_event("Subscriber/Created", 9101, 2984)).0,
@@ -88,24 +87,38 @@ fn counters_move_after_events() {
     h.wait_finished(&[9101, 9102, 9103], Duration::from_secs(20));
 
     let after = scrape(&h);
-    let moved = |series: &str| at(&after, series) - at(&before, series);
-    assert!(moved("espfd_events_received_total{code=\"200\"}") >= 3.0);
-    assert!(moved("espfd_events_received_total{code=\"400\"}") >= 2.0);
-    assert!(moved("espfd_events_received_total{code=\"401\"}") >= 1.0);
-    assert!(moved("espfd_events_finished_total{outcome=\"ok\"}") >= 2.0);
-    assert!(moved("espfd_events_finished_total{outcome=\"failed\"}") >= 1.0);
-    assert!(moved("espfd_dead_letters_total") >= 1.0);
-    assert!(moved("espfd_retries_total") >= 1.0);
-    for call in ["portabilling", "target", "espf"] {
+    // This service's own registry: exactly what it did, whatever other tests do meanwhile.
+    let exactly = |series: &str, n: usize| assert_eq!(at(&after, series), n as f64, "{series}");
+    exactly("espfd_events_received_total{code=\"200\"}", 3);
+    exactly("espfd_events_received_total{code=\"400\"}", 2);
+    exactly("espfd_events_received_total{code=\"401\"}", 1);
+    exactly("espfd_events_received_total{code=\"503\"}", 0);
+    exactly("espfd_auth_failures_total{endpoint=\"events\"}", 1);
+    exactly("espfd_events_finished_total{outcome=\"ok\"}", 2);
+    exactly("espfd_events_finished_total{outcome=\"failed\"}", 1);
+    exactly("espfd_dead_letters_total", 1);
+    exactly("espfd_retries_total", 1);
+    exactly("espfd_logins_total", h.sim.logins());
+    // One call per request the simulators saw: 3 events and 1 retry at the target, and
+    // at PortaBilling the login and one lookup per attempt.
+    let pb_calls = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/rest/"))
+        .count();
+    let calls = [
+        ("portabilling", pb_calls),
+        ("target", h.sim.target_calls().len()),
+        ("espf", h.sim.statuses().len()),
+    ];
+    assert_eq!(calls[1].1, 4);
+    for (call, n) in calls {
         let count = format!("espfd_call_duration_seconds_count{{call=\"{call}\"}}");
         let inf = format!("espfd_call_duration_seconds_bucket{{call=\"{call}\",le=\"+Inf\"}}");
-        assert!(moved(&count) >= 3.0, "{call}");
+        exactly(&count, n);
         assert_eq!(at(&after, &count), at(&after, &inf), "{call}");
     }
-    assert!(
-        at(&after, "espfd_logins_total") >= 1.0,
-        "this harness logged in at least once"
-    );
     // Every event finished, so this store has nothing open.
     assert_eq!(at(&after, "espfd_backlog"), 0.0);
     assert_eq!(at(&after, "espfd_oldest_pending_age_seconds"), 0.0);

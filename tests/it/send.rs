@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -16,24 +16,15 @@ use espfd::util::{base64_decode, now_ms, parse_http_date};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::harness::{Harness, TempDir, PASSWORD, USER};
-
-const BIN: &str = env!("CARGO_BIN_EXE_espfd");
+use crate::harness::{Harness, TempDir, Test, PASSWORD, USER};
 
 /// Runs `espfd send ARGS` with only `env` in its environment and `stdin` on its input.
 fn send(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("send")
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    let mut test = Test::new().args(&["send"]).args(args).stdin(stdin);
+    for (k, v) in env {
+        test = test.env(k, *v);
+    }
+    test.run().0
 }
 
 fn stdout(out: &Output) -> String {
@@ -167,10 +158,10 @@ fn wrong_credentials_get_401_and_nothing_is_stored() {
 
 #[test]
 fn custom_scheme_right_and_wrong() {
-    let h = Harness::with(|raw| {
-        raw.set("ESPFD_AUTH", "custom")
-            .set("ESPFD_AUTH_CUSTOM", "Plain passexample");
-    });
+    let h = Test::new()
+        .env("ESPFD_AUTH", "custom")
+        .env("ESPFD_AUTH_CUSTOM", "Plain passexample")
+        .start();
     let url = h.url();
     let custom = [
         ("ESPFD_AUTH", "custom"),

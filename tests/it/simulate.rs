@@ -4,9 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
-use crate::harness::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_espfd");
+use crate::harness::{TempDir, Test, BIN};
 
 #[test]
 fn prints_its_environment_serves_it_and_sums_up_on_sigterm() {
@@ -50,18 +48,17 @@ fn prints_its_environment_serves_it_and_sums_up_on_sigterm() {
 
     // An espfd configured from those lines finds everything it needs.
     let state = TempDir::new("simulate");
-    let check = Command::new(BIN)
-        .arg("check")
-        .env_clear()
-        .envs(exports.iter().cloned())
+    let mut check = Test::new().args(&["check"]);
+    for (k, v) in &exports {
+        check = check.env(k, v.clone());
+    }
+    check
         .env("ESPFD_AUTH_USER", "espf")
         .env("ESPFD_AUTH_PASSWORD", "x")
-        .env("ESPFD_STATE_DIR", &state.0)
+        .env("ESPFD_STATE_DIR", state.0.display().to_string())
         .env("ESPFD_GROUP", "IOT")
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{report}");
+        .run()
+        .code(0);
 
     let pid = sim.id().to_string();
     assert!(Command::new("kill")
@@ -94,31 +91,27 @@ fn prints_its_environment_serves_it_and_sums_up_on_sigterm() {
 
 #[test]
 fn help_and_bad_flags() {
-    let out = Command::new(BIN)
-        .args(["simulate", "--help"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("--target-failure-rate"));
-    assert!(help.contains("POST   /_sim/account/<i_account>"), "{help}");
-    assert!(help.contains("DELETE /_sim/account/<i_account>"), "{help}");
+    Test::new()
+        .args(&["simulate", "--help"])
+        .run()
+        .code(0)
+        .stdout_has("--target-failure-rate")
+        .stdout_has("POST   /_sim/account/<i_account>")
+        .stdout_has("DELETE /_sim/account/<i_account>");
     for bad in [
         &["simulate", "--pb-failure-rate", "7"][..],
         &["simulate", "--nope"][..],
         &["simulate", "--listen"][..],
     ] {
-        let out = Command::new(BIN).args(bad).output().unwrap();
-        assert_eq!(out.status.code(), Some(64), "{bad:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("espfd simulate --help"));
+        Test::new()
+            .args(bad)
+            .run()
+            .code(64)
+            .stderr_has("espfd simulate --help");
     }
-    let out = Command::new(BIN)
-        .args(["simulate", "--listen", "256.0.0.1:1"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "an address that cannot be bound"
-    );
+    // An address that cannot be bound.
+    Test::new()
+        .args(&["simulate", "--listen", "256.0.0.1:1"])
+        .run()
+        .code(1);
 }

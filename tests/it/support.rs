@@ -1,11 +1,11 @@
-//! Helpers for the front-door tests (TLS, auth, limits): test certificates made with the
-//! `openssl` command line, the real binary as a child process with its log captured, readings
-//! from /proc, raw HTTP over any stream, and sockets from a chosen source address.
+//! Tools for the front-door tests (TLS, auth, limits): test certificates made with the
+//! `openssl` command line, raw HTTP over any stream, and sockets from a chosen source
+//! address. The espfd under test itself, in process or as the binary, is `harness.rs`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,9 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use crate::harness::{eventually, TempDir};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_espfd");
+use crate::harness::TempDir;
 
 // ---------------------------------------------------------------------------------------------
 // Certificates
@@ -420,114 +418,5 @@ pub fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream
             return Err(e);
         }
         Ok(TcpStream::from_raw_fd(fd))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The real binary
-
-/// A running `espfd` child process with its log (stderr) collected. Killed on drop.
-pub struct Espfd {
-    child: Child,
-    pub addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Espfd {
-    /// Starts the binary with `env` (which must not set ESPFD_LISTEN) on a free loopback port
-    /// and waits until it accepts connections. `shell` wraps it: `sh -c '<shell>; exec espfd'`.
-    pub fn spawn(env: &[(&str, String)], shell: Option<&str>) -> Espfd {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut cmd = match shell {
-            Some(pre) => {
-                let mut c = Command::new("sh");
-                c.arg("-c").arg(format!("{pre}; exec \"$0\"")).arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        let mut child = cmd
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("ESPFD_LISTEN", addr.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let mut d = Espfd { child, addr, log };
-        let up = eventually(Duration::from_secs(10), || {
-            TcpStream::connect(addr).is_ok() || d.child.try_wait().unwrap().is_some()
-        });
-        assert!(
-            up && d.child.try_wait().unwrap().is_none(),
-            "espfd did not start:\n{}",
-            d.log()
-        );
-        d
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Everything it has logged so far.
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Whether it is still running.
-    pub fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.pid() as libc::pid_t, sig) }, 0);
-    }
-
-    /// CPU time used so far (user + system), from /proc/<pid>/stat.
-    pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // Fields after the command name (which is in parentheses): state is the first, utime
-        // the 12th, stime the 13th.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_millis(ticks * 1000 / hz)
-    }
-
-    /// A `Vm...` line of /proc/<pid>/status in KiB (VmRSS: resident now, VmHWM: peak).
-    pub fn vm_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid()))
-    }
-}
-
-impl Drop for Espfd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -13,9 +13,9 @@ use rustls::version::{TLS12, TLS13};
 use crate::harness::{
     account_event, basic, eventually, raw_config, sim_env, Harness, TempDir, PASSWORD, USER,
 };
+use crate::harness::{Espfd, Test};
 use crate::support::{
-    get_on, https_agent, peer_cert, read_until_closed, tls_client, tls_connect, Certs, Espfd, Key,
-    Leaf,
+    get_on, https_agent, peer_cert, read_until_closed, tls_client, tls_connect, Certs, Key, Leaf,
 };
 
 fn https_harness(leaf: &Leaf, tweak: impl FnOnce(&mut espfd::config::RawConfig)) -> Harness {
@@ -111,16 +111,13 @@ fn a_key_that_does_not_match_the_certificate_stops_the_start_naming_both_files()
 
     // The binary: a non-zero exit, the same message, nothing listening.
     let state = TempDir::new("mismatch-bin");
-    let out = std::process::Command::new(crate::support::BIN)
-        .env_clear()
-        .envs(sim_env(&sim, &state))
-        .env("ESPFD_LISTEN", "127.0.0.1:0")
-        .env("ESPFD_TLS_CERT", &a.cert)
-        .env("ESPFD_TLS_KEY", &b.key)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let run = Test::new()
+        .sim_env(&sim, &state)
+        .env("ESPFD_TLS_CERT", a.cert.display().to_string())
+        .env("ESPFD_TLS_KEY", b.key.display().to_string())
+        .run();
+    assert!(!run.0.status.success());
+    let err = run.stderr();
     assert!(
         err.contains(&a.cert.display().to_string()) && err.contains(&b.key.display().to_string()),
         "{err}"

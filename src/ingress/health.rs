@@ -1,9 +1,5 @@
-//! The operator's endpoints on the ingress listener: `GET /metrics` and `GET /readyz`.
-//!
-//! [`Monitor`] wraps the ingress handler: it answers those two paths itself, counts the
-//! reply codes of ESPF's POSTs to the events path (those refused from their head before
-//! `100 Continue` too) and the 401s of the completion callback, and hands everything else
-//! to the ingress unchanged (`/healthz`, the events path, 404s).
+//! The bodies of the operator's endpoints `GET /metrics` and `GET /readyz` (the router in
+//! `ingress/mod.rs` sends those paths here; counting the reply codes happens there).
 //!
 //! `/readyz` is 200 only when all hold:
 //! - the store is writable: a read connection takes SQLite's write lock and gives it back
@@ -29,8 +25,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::http::{Handler, Request, Response};
-use crate::metrics::{self, Gauges};
+use crate::http::Response;
+use crate::metrics::{Gauges, Metrics};
 use crate::portabilling::PbClient;
 use crate::store::{Reader, Store};
 use crate::util::now_ms;
@@ -47,16 +43,16 @@ pub const STORE_WAIT: Duration = Duration::from_secs(2);
 /// `Content-Type` of a Prometheus text scrape.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The ingress handler with `/metrics`, `/readyz` and reply-code counting around it.
-pub struct Monitor {
-    ingress: Arc<dyn Handler>,
-    events_path: String,
+/// What `/metrics` and `/readyz` read: the store, PortaBilling's last answer, the probe.
+pub struct Health {
     store: Store,
     pb: Arc<PbClient>,
     /// One read connection for scrapes and readiness checks, opened on first use and
     /// dropped after an error so that the next request opens a fresh one.
     reader: Mutex<Option<Reader>>,
     probe: Arc<Probe>,
+    /// The service's registry, rendered by `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -65,21 +61,16 @@ struct Probe {
     last_started_ms: AtomicI64,
 }
 
-impl Monitor {
-    /// Wraps `ingress`, which serves ESPF at `events_path`.
-    pub fn new(
-        ingress: Arc<dyn Handler>,
-        events_path: &str,
-        store: Store,
-        pb: Arc<PbClient>,
-    ) -> Monitor {
-        Monitor {
-            ingress,
-            events_path: events_path.to_string(),
+impl Health {
+    /// Reads `store` and asks `pb` (probes it when it has been quiet); `/metrics` renders
+    /// `metrics`.
+    pub fn new(store: Store, pb: Arc<PbClient>, metrics: Arc<Metrics>) -> Health {
+        Health {
             store,
             pb,
             reader: Mutex::new(None),
             probe: Arc::new(Probe::default()),
+            metrics,
         }
     }
 
@@ -99,7 +90,8 @@ impl Monitor {
         result.map_err(|e| e.to_string())
     }
 
-    fn metrics(&self) -> Response {
+    /// `GET /metrics`: the scrape, with the gauges read now.
+    pub fn metrics(&self) -> Response {
         let now = now_ms();
         let store = self.with_reader(|r| Ok((r.open_count()?, r.oldest_open_received_at()?)));
         let (backlog, oldest) = match store {
@@ -120,9 +112,17 @@ impl Monitor {
                 .last_answer_ms()
                 .map(|t| (now - t).max(0) as f64 / 1000.0),
         };
-        let mut resp = Response::text(200, metrics::render(&gauges));
+        let mut resp = Response::text(200, self.metrics.render(&gauges));
         resp.headers = vec![("Content-Type".into(), PROMETHEUS_TEXT.into())];
         resp
+    }
+
+    /// `GET /readyz`: 200 "ready", or 503 with the reason.
+    pub fn readyz(&self) -> Response {
+        match self.not_ready() {
+            None => Response::text(200, "ready"),
+            Some(reason) => Response::text(503, reason),
+        }
     }
 
     /// `None` when ready, else the reason.
@@ -186,50 +186,4 @@ impl Monitor {
             self.probe.running.store(false, Ordering::Release);
         }
     }
-}
-
-impl Handler for Monitor {
-    fn handle(&self, req: Request) -> Response {
-        // GET and HEAD (the HTTP layer leaves the body out of a HEAD reply).
-        let get = matches!(req.method.as_str(), "GET" | "HEAD");
-        match req.path.as_str() {
-            "/metrics" if get => self.metrics(),
-            "/readyz" if get => match self.not_ready() {
-                None => Response::text(200, "ready"),
-                Some(reason) => Response::text(503, reason),
-            },
-            "/metrics" | "/readyz" => {
-                Response::text(405, "use GET").with_header("Allow", "GET, HEAD")
-            }
-            path if path == self.events_path && req.method == "POST" => {
-                let resp = self.ingress.handle(req);
-                metrics::event_received(resp.status);
-                resp
-            }
-            path if is_callback(path) && req.method == "POST" => {
-                let resp = self.ingress.handle(req);
-                if resp.status == 401 {
-                    metrics::auth_failed(metrics::AuthEndpoint::Callback);
-                }
-                resp
-            }
-            _ => self.ingress.handle(req),
-        }
-    }
-
-    /// The ingress's pre-check; a refused event counts as received with that code.
-    fn precheck(&self, head: &Request) -> Option<Response> {
-        let resp = self.ingress.precheck(head)?;
-        if head.path == self.events_path && head.method == "POST" {
-            metrics::event_received(resp.status);
-        }
-        Some(resp)
-    }
-}
-
-/// `/events/<i_event>/status`, the completion callback (as the ingress routes it).
-fn is_callback(path: &str) -> bool {
-    path.strip_prefix("/events/")
-        .and_then(|p| p.strip_suffix("/status"))
-        .is_some()
 }

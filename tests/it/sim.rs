@@ -1,13 +1,15 @@
-//! The simulator driven over real loopback sockets with ureq, as espfd and the integration
-//! tests see it. Not here: espfd itself — `tests/` drives the real binary against the
-//! simulator.
+//! The simulator (`src/sim`) driven over real loopback sockets with ureq, as espfd and the
+//! other integration tests see it. Not here: espfd itself, which the other files drive
+//! against the simulator.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{Sim, SimConfig, FAULT_INVALID_REQUEST, FAULT_UNKNOWN_METHOD};
-use crate::util::{base64_decode, base64_encode, form_encode};
+use espfd::sim::{Sim, SimConfig, FAULT_INVALID_REQUEST, FAULT_UNKNOWN_METHOD};
+use espfd::util::{base64_decode, base64_encode, form_encode};
+
+use crate::harness::agent;
 
 /// What came back.
 struct Reply {
@@ -44,13 +46,6 @@ fn start() -> Sim {
 
 fn start_with(cfg: SimConfig) -> Sim {
     Sim::start("127.0.0.1:0", cfg).expect("simulator starts")
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
 }
 
 fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
@@ -167,8 +162,8 @@ fn login_accepts_password_or_token_and_rejects_bad_credentials() {
     );
     // "YYYY-MM-DD HH:MM:SS", about an hour from now.
     let at = s["expires_at"].as_str().unwrap_or("");
-    let at_ms = crate::util::parse_utc(at).expect("expires_at parses");
-    let ahead = at_ms - crate::util::now_ms();
+    let at_ms = espfd::util::parse_utc(at).expect("expires_at parses");
+    let ahead = at_ms - espfd::util::now_ms();
     assert!((3_590_000..=3_601_000).contains(&ahead), "{at}");
     // The access token looks like a JWT whose exp matches expires_at.
     let parts: Vec<&str> = s["access_token"]

@@ -126,13 +126,13 @@ fn a_second_espfd_on_the_same_state_dir_refuses_to_start() {
     let state = crate::harness::TempDir::new("two-on-one");
     let mut env = crate::harness::sim_env(&sim, &state);
     env.retain(|(k, _)| *k != "ESPFD_LISTEN");
-    let mut first = crate::support::Espfd::spawn(&env, None);
+    let mut first = crate::harness::Espfd::spawn(&env, None);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let out = std::process::Command::new(crate::support::BIN)
+    let out = std::process::Command::new(crate::harness::BIN)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("ESPFD_LISTEN", format!("127.0.0.1:{port}"))
@@ -152,6 +152,6 @@ fn a_second_espfd_on_the_same_state_dir_refuses_to_start() {
         std::time::Duration::from_secs(10),
         || !first.running()
     ));
-    let second = crate::support::Espfd::spawn(&env, None);
+    let second = crate::harness::Espfd::spawn(&env, None);
     drop(second);
 }

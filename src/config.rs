@@ -1,4 +1,5 @@
-//! Configuration: environment → [`RawConfig`] → validated [`Config`].
+//! Configuration: environment → [`RawConfig`] → validated [`Config`] (one concept, long
+//! because the list of every variable lives here).
 //!
 //! [`VARS`] is the single list of every variable espfd reads, with its default and meaning;
 //! `espfd help env` prints it and [`RawConfig::from_lookup`] reads exactly those names. The rest

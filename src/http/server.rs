@@ -1,4 +1,5 @@
-//! Listener, connection threads and the request reader.
+//! Listener, connection threads and the request reader: one connection's life, from accept
+//! to close, which is why it is kept in one file.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

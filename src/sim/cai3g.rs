@@ -200,6 +200,24 @@ pub(super) fn handle(inner: &Inner, req: &Request) -> Response {
     }
 }
 
+/// What a test or `espfd simulate` reads and changes of this fake.
+impl super::Sim {
+    /// The fake CAI3G HLR's subscribers: (MSISDN, the `MOAttributes` XML as sent).
+    pub fn cai3g_subscribers(&self) -> Vec<(String, String)> {
+        self.inner.state().cai3g.subscribers()
+    }
+
+    /// Successful CAI3G `Login`s so far.
+    pub fn cai3g_logins(&self) -> usize {
+        self.inner.state().cai3g.logins
+    }
+
+    /// Ends every CAI3G session: the next operation gets fault 1001.
+    pub fn end_cai3g_sessions(&self) {
+        self.inner.state().cai3g.end_sessions();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::element;

@@ -204,3 +204,26 @@ pub(super) fn data(inner: &Inner, req: &Request, rest: &str) -> Response {
         _ => method_not_allowed("GET, PATCH, DELETE"),
     }
 }
+
+/// What a test or `espfd simulate` reads and changes of this fake.
+impl super::Sim {
+    /// The fake Dataverse's records of `entity_set`: (`key=value`, record).
+    pub fn dataverse_records(&self, entity_set: &str) -> Vec<(String, Value)> {
+        self.inner.state().dataverse.records(entity_set)
+    }
+
+    /// How many access tokens the fake OAuth 2.0 endpoint has issued.
+    pub fn oauth_tokens_issued(&self) -> usize {
+        self.inner.state().dataverse.issued
+    }
+
+    /// The lifetime of the access tokens issued from now on (`expires_in`).
+    pub fn set_oauth_ttl(&self, ttl: Duration) {
+        self.inner.state().dataverse.ttl = ttl;
+    }
+
+    /// Invalidates every access token issued so far: the next data call is 401.
+    pub fn revoke_oauth_tokens(&self) {
+        self.inner.state().dataverse.revoke();
+    }
+}

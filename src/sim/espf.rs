@@ -335,6 +335,19 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A slow or absent ESPF API, for rehearsing one.
+impl super::Sim {
+    /// ESPF status reports take `delay` before they are answered (zero: at once).
+    pub fn set_status_delay(&self, delay: std::time::Duration) {
+        self.inner.state().status_delay = delay;
+    }
+
+    /// While `down`, ESPF status reports are answered 503 (and not recorded).
+    pub fn set_status_down(&self, down: bool) {
+        self.inner.state().status_down = down;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

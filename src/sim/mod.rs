@@ -1,6 +1,10 @@
 //! The simulated PortaBilling, ESPF status API and provisioning target, in one process on
 //! one TCP port.
 //!
+//! One concept, kept in one file although it is long: the simulator's shared state, its
+//! router and the [`Sim`] handle tests drive it with. Each simulated API is a module of its
+//! own, with the `Sim` methods that belong to it.
+//!
 //! Integration tests, `espfd demo` and `espfd simulate` run espfd against this instead of a
 //! real PortaBilling. One [`Sim`] serves three things:
 //!
@@ -641,95 +645,6 @@ impl Sim {
             .state()
             .dids
             .retain(|d| d.get("number").and_then(Value::as_str) != Some(number));
-    }
-
-    /// The next target call for `i_event` calls espfd back at
-    /// `<espfd_base>/events/<i_event>/status` with `Bearer <token>` and
-    /// `{"status": status, "message": message}`, at `timing` relative to its reply (which is
-    /// whatever it would be otherwise: script a 202 to make it asynchronous). The reply espfd
-    /// gives is in [`Sim::callback_replies`].
-    pub fn script_callback(
-        &self,
-        i_event: i64,
-        espfd_base: &str,
-        token: &str,
-        timing: CallbackTiming,
-        status: &str,
-        message: &str,
-    ) {
-        let callback = Callback {
-            url: format!(
-                "{}/events/{i_event}/status",
-                espfd_base.trim_end_matches('/')
-            ),
-            token: token.to_string(),
-            timing,
-            body: serde_json::json!({ "status": status, "message": message }).to_string(),
-        };
-        self.inner.state().callbacks.insert(i_event, callback);
-    }
-
-    /// The replies espfd gave to the target's completion callbacks, in the order they came:
-    /// (i_event, HTTP status, 0 when the call failed without a reply).
-    pub fn callback_replies(&self) -> Vec<(i64, u16)> {
-        let replies = self.inner.state().callback_replies.clone();
-        let list = replies.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        list
-    }
-
-    /// The fake PyHSS's subscribers, in `subscriber_id` order.
-    pub fn pyhss_subscribers(&self) -> Vec<Value> {
-        self.inner.state().pyhss.subscribers()
-    }
-
-    /// The fake Stalker portal's accounts, in creation order.
-    pub fn stalker_accounts(&self) -> Vec<Value> {
-        self.inner.state().stalker.accounts()
-    }
-
-    /// The fake Dataverse's records of `entity_set`: (`key=value`, record).
-    pub fn dataverse_records(&self, entity_set: &str) -> Vec<(String, Value)> {
-        self.inner.state().dataverse.records(entity_set)
-    }
-
-    /// How many access tokens the fake OAuth 2.0 endpoint has issued.
-    pub fn oauth_tokens_issued(&self) -> usize {
-        self.inner.state().dataverse.issued
-    }
-
-    /// The lifetime of the access tokens issued from now on (`expires_in`).
-    pub fn set_oauth_ttl(&self, ttl: Duration) {
-        self.inner.state().dataverse.ttl = ttl;
-    }
-
-    /// Invalidates every access token issued so far: the next data call is 401.
-    pub fn revoke_oauth_tokens(&self) {
-        self.inner.state().dataverse.revoke();
-    }
-
-    /// The fake CAI3G HLR's subscribers: (MSISDN, the `MOAttributes` XML as sent).
-    pub fn cai3g_subscribers(&self) -> Vec<(String, String)> {
-        self.inner.state().cai3g.subscribers()
-    }
-
-    /// Successful CAI3G `Login`s so far.
-    pub fn cai3g_logins(&self) -> usize {
-        self.inner.state().cai3g.logins
-    }
-
-    /// Ends every CAI3G session: the next operation gets fault 1001.
-    pub fn end_cai3g_sessions(&self) {
-        self.inner.state().cai3g.end_sessions();
-    }
-
-    /// ESPF status reports take `delay` before they are answered (zero: at once).
-    pub fn set_status_delay(&self, delay: Duration) {
-        self.inner.state().status_delay = delay;
-    }
-
-    /// While `down`, ESPF status reports are answered 503 (and not recorded).
-    pub fn set_status_down(&self, down: bool) {
-        self.inner.state().status_down = down;
     }
 
     /// Changes the fraction of `/rest` calls (not `Session/login`) answered 503.

@@ -1,4 +1,5 @@
-//! The simulated PortaBilling JSON API: `POST /rest/<Service>/<method>`.
+//! The simulated PortaBilling JSON API: `POST /rest/<Service>/<method>` (one concept: the
+//! methods espfd calls and their faults, hence the length).
 //!
 //! Plays what espfd relies on (`portabilling.rs`, `cli/check.rs`): sessions
 //! (`Session/login`, `refresh_access_token`, `logout`, `ping`), the three ways auth is

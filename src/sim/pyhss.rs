@@ -178,3 +178,11 @@ pub(super) fn handle(inner: &Inner, req: &Request, rest: &str) -> Response {
         _ => failed(404, format!("no such PyHSS path: {}", req.path)),
     }
 }
+
+/// What a test or `espfd simulate` reads and changes of this fake.
+impl super::Sim {
+    /// The fake PyHSS's subscribers, in `subscriber_id` order.
+    pub fn pyhss_subscribers(&self) -> Vec<Value> {
+        self.inner.state().pyhss.subscribers()
+    }
+}

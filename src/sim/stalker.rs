@@ -198,3 +198,11 @@ pub(super) fn handle(inner: &Inner, req: &Request, rest: &str) -> Response {
         _ => error(&format!("no such resource: {}", req.path)),
     }
 }
+
+/// What a test or `espfd simulate` reads and changes of this fake.
+impl super::Sim {
+    /// The fake Stalker portal's accounts, in creation order.
+    pub fn stalker_accounts(&self) -> Vec<Value> {
+        self.inner.state().stalker.accounts()
+    }
+}

@@ -199,6 +199,43 @@ fn entity_keys(doc: &Value, raw: &[u8]) -> Vec<String> {
     keys
 }
 
+/// Completion callbacks, scripted per event.
+impl super::Sim {
+    /// The next target call for `i_event` calls espfd back at
+    /// `<espfd_base>/events/<i_event>/status` with `Bearer <token>` and
+    /// `{"status": status, "message": message}`, at `timing` relative to its reply (which is
+    /// whatever it would be otherwise: script a 202 to make it asynchronous). The reply espfd
+    /// gives is in [`Sim::callback_replies`].
+    pub fn script_callback(
+        &self,
+        i_event: i64,
+        espfd_base: &str,
+        token: &str,
+        timing: CallbackTiming,
+        status: &str,
+        message: &str,
+    ) {
+        let callback = Callback {
+            url: format!(
+                "{}/events/{i_event}/status",
+                espfd_base.trim_end_matches('/')
+            ),
+            token: token.to_string(),
+            timing,
+            body: serde_json::json!({ "status": status, "message": message }).to_string(),
+        };
+        self.inner.state().callbacks.insert(i_event, callback);
+    }
+
+    /// The replies espfd gave to the target's completion callbacks, in the order they came:
+    /// (i_event, HTTP status, 0 when the call failed without a reply).
+    pub fn callback_replies(&self) -> Vec<(i64, u16)> {
+        let replies = self.inner.state().callback_replies.clone();
+        let list = replies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        list
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::entity_keys;

@@ -33,6 +33,9 @@ use crate::util::{constant_time_eq, now_ms, Secret, Throttled};
 /// a flood of wrong credentials cannot fill the disk the store shares. Process-wide (one
 /// service per process in production).
 static AUTH_LOG: std::sync::Mutex<Throttled> = std::sync::Mutex::new(Throttled::new());
+/// The same for the completion callback's refusals, so that a flood on one endpoint does
+/// not hide the other's.
+static CALLBACK_AUTH_LOG: std::sync::Mutex<Throttled> = std::sync::Mutex::new(Throttled::new());
 
 /// The ingress request handler.
 pub struct Ingress {
@@ -120,7 +123,10 @@ impl Ingress {
             .unwrap_or(b"");
         if !constant_time_eq(presented, token.0.as_bytes()) {
             self.metrics.auth_failed(AuthEndpoint::Callback);
-            let more = AUTH_LOG.lock().unwrap_or_else(|p| p.into_inner()).tick();
+            let more = CALLBACK_AUTH_LOG
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .tick();
             if let Some(more) = more {
                 log::warn!(
                     "completion callback from {} refused: bad bearer token{more}",

@@ -1,4 +1,4 @@
-//! Every row of the ingress reply table (product.md, "Ingress contract").
+//! Every row of the ingress reply table (README, "What espfd answers ESPF").
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -9,7 +9,7 @@
 //! and [`Limits::default`] come from it.
 //!
 //! This module sits above the components: it builds each one's settings type (`PbSettings`,
-//! `EspfSettings`, `TargetSettings`, `InboundAuth`, `Limits`, ...), defined where it is used,
+//! `EspfSettings`, `ConnectorSettings`, `InboundAuth`, `Limits`, ...), defined where it is used,
 //! and none of them imports it.
 //!
 //! Secrets may instead be given as `<NAME>_FILE`, the path of a file holding the value (one
@@ -20,13 +20,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::connector::{ConnectorSettings, ConnectorSpec};
 use crate::error::ConfigError;
 use crate::espf::{EspfAuth, EspfFormat, EspfSettings};
 use crate::http::{AllowList, Limits, TlsFiles};
 use crate::ingress::InboundAuth;
 use crate::logging::LogFormat;
 use crate::portabilling::{PbSecret, PbSettings};
-use crate::target::{TargetSettings, TargetSpec};
 use crate::util::{parse_duration, Secret};
 
 /// One environment variable: its name, default, whether it is a secret, and its meaning.
@@ -424,8 +424,8 @@ impl RawConfig {
         let workers = self.number("ESPFD_WORKERS", 1, 256)? as usize;
         let pb_timeout = self.duration("ESPFD_PB_TIMEOUT")?;
         let target = match (self.get("ESPFD_TARGET_URL"), self.get("ESPFD_TARGET_EXEC")) {
-            (Some(u), None) => TargetSpec::Http(self.url("ESPFD_TARGET_URL", u)?),
-            (None, Some(cmd)) if !cmd.trim().is_empty() => TargetSpec::Exec(cmd.to_string()),
+            (Some(u), None) => ConnectorSpec::Http(self.url("ESPFD_TARGET_URL", u)?),
+            (None, Some(cmd)) if !cmd.trim().is_empty() => ConnectorSpec::Exec(cmd.to_string()),
             (Some(_), Some(_)) => {
                 return Err(err(
                     "ESPFD_TARGET_EXEC",
@@ -480,7 +480,7 @@ impl RawConfig {
                 pool: workers + 2,
             },
             group,
-            target: TargetSettings {
+            connector: ConnectorSettings {
                 spec: target,
                 timeout: self.duration("ESPFD_TARGET_TIMEOUT")?,
                 exec_timeout: self.duration("ESPFD_EXEC_TIMEOUT")?,
@@ -527,7 +527,7 @@ pub struct Config {
     /// The ESPF service group statuses are reported for (`ESPFD_GROUP`).
     pub group: String,
     /// The connector's settings (`ESPFD_TARGET_*`, `ESPFD_EXEC_TIMEOUT`).
-    pub target: TargetSettings,
+    pub connector: ConnectorSettings,
     pub callback_token: Option<Secret>,
     pub async_timeout: Duration,
     pub shutdown_grace: Duration,

@@ -7,7 +7,7 @@
 //! event — and nothing else, so a new connector is written against this type alone.
 //!
 //! Not here: the lookup's retries and session handling ([`crate::portabilling`]), and what a
-//! connector's answer means ([`crate::target::Outcome`]).
+//! connector's answer means ([`crate::connector::Outcome`]).
 
 use serde_json::{json, Value};
 

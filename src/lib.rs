@@ -6,12 +6,13 @@
 //!
 //! Modules, roughly in the order an event meets them: [`http`] (the listener), [`ingress`]
 //! (auth, validation), [`event`], [`store`], [`pipeline`] (lanes and workers),
-//! [`portabilling`], [`enrich`] (one attempt's context for the connector), [`target`],
+//! [`portabilling`], [`enrich`] (one attempt's context for the connector), [`connector`],
 //! [`espf`]; around them [`config`], [`service`] (wiring), [`sim`] (simulated PortaBilling,
 //! ESPF API and target) and [`cli`].
 
 pub mod cli;
 pub mod config;
+pub mod connector;
 pub mod enrich;
 pub mod error;
 pub mod espf;
@@ -27,5 +28,4 @@ pub mod redact;
 pub mod service;
 pub mod sim;
 pub mod store;
-pub mod target;
 pub mod util;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use crate::config::Config;
+use crate::connector::Connector;
 use crate::error::Error;
 use crate::espf::EspfClient;
 use crate::http::{self, Server, Tls};
@@ -17,7 +18,6 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Ctx, Pipeline, RetryPolicy, Step};
 use crate::portabilling::PbClient;
 use crate::store::{Store, WriterThread};
-use crate::target::Target;
 
 /// A running espfd.
 pub struct Service {
@@ -94,12 +94,12 @@ impl Service {
         let metrics = Arc::new(Metrics::new());
         let pb = Arc::new(PbClient::new(&config.pb)?.with_metrics(metrics.clone()));
         let espf = EspfClient::new(&config.espf, pb.clone())?.with_metrics(metrics.clone());
-        let target = Target::new(&config.target)?;
+        let connector = Connector::new(&config.connector)?;
         let ctx = Arc::new(Ctx {
             store: store.clone(),
             pb,
             espf,
-            target,
+            connector,
             group: config.group.clone(),
             retry: RetryPolicy {
                 initial: config.retry_initial,

@@ -32,11 +32,11 @@ use serde_json::json;
 use ureq::tls::{parse_pem, PemItem};
 
 use crate::config::{Config, RawConfig};
+use crate::connector::{ConnectorSpec, UrlConnector};
 use crate::error::Error;
 use crate::espf::{EspfAuth, EspfClient, GroupsError};
 use crate::portabilling::{PbClient, PbError, PbSecret};
 use crate::store::Reader;
-use crate::target::{HttpTarget, TargetSpec};
 
 /// Longest wait for one connection check.
 const MAX_WAIT: Duration = Duration::from_secs(10);
@@ -370,11 +370,11 @@ fn check_espf(report: &mut Report, config: &Config, pb: Option<(Arc<PbClient>, b
 /// `OPTIONS` to the HTTP target; for a command, only that the program exists (running it
 /// would provision something).
 fn check_target(report: &mut Report, config: &Config) {
-    match &config.target.spec {
-        TargetSpec::Http(url) => {
+    match &config.connector.spec {
+        ConnectorSpec::Http(url) => {
             let what = format!("target {url}");
-            let timeout = config.target.timeout.min(MAX_WAIT);
-            let target = match HttpTarget::new(url, timeout, 1) {
+            let timeout = config.connector.timeout.min(MAX_WAIT);
+            let target = match UrlConnector::new(url, timeout, 1) {
                 Ok(t) => t,
                 Err(e) => return report.fail(&what, &e.to_string(), "ESPFD_TARGET_URL"),
             };
@@ -383,7 +383,7 @@ fn check_target(report: &mut Report, config: &Config) {
                 Err(e) => report.fail(&what, &format!("unreachable: {e}"), "ESPFD_TARGET_URL"),
             }
         }
-        TargetSpec::Exec(cmd) => {
+        ConnectorSpec::Exec(cmd) => {
             let what = format!("target command {cmd}");
             let program = cmd.split_whitespace().next().unwrap_or("");
             let found = std::process::Command::new("/bin/sh")

@@ -27,11 +27,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use crate::connector::Connector;
 use crate::espf::EspfClient;
 use crate::metrics::Metrics;
 use crate::portabilling::PbClient;
 use crate::store::Store;
-use crate::target::Target;
 use crate::util::now_ms;
 use worker::{expire, process};
 
@@ -85,7 +85,7 @@ pub struct Ctx {
     pub store: Store,
     pub pb: Arc<PbClient>,
     pub espf: EspfClient,
-    pub target: Target,
+    pub connector: Connector,
     pub group: String,
     /// When to try again, when to give up, how long to wait for a completion callback.
     pub retry: RetryPolicy,

@@ -6,13 +6,13 @@ use std::thread;
 use std::time::Duration;
 
 use super::{Ctx, Step};
+use crate::connector::Outcome;
 use crate::enrich::{self, Context};
 use crate::espf::Status;
 use crate::event::Event;
 use crate::metrics::Call;
 use crate::outbound::Failure;
 use crate::store::{Early, State, StoredEvent, Update};
-use crate::target::Outcome;
 use crate::util::now_ms;
 
 /// Handles one event: a full attempt, or only the status report still owed.
@@ -107,7 +107,7 @@ fn attempt_once(
     }
     let context = Context::new(ev, row.received_at, attempt, &ctx.group, record);
     let _timer = ctx.metrics.timer(Call::Target);
-    Ok(ctx.target.deliver(&context))
+    Ok(ctx.connector.deliver(&context))
 }
 
 /// Reports the status (for events naming an account) and records the end of the event.

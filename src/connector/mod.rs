@@ -7,8 +7,8 @@
 mod exec;
 mod http;
 
-pub use exec::{ExecTarget, EX_TEMPFAIL};
-pub use http::HttpTarget;
+pub use exec::{ExecConnector, EX_TEMPFAIL};
+pub use http::UrlConnector;
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::outbound::Failure;
 
 /// Where events are delivered (`ESPFD_TARGET_URL` or `ESPFD_TARGET_EXEC`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetSpec {
+pub enum ConnectorSpec {
     /// `POST` of the event document to this URL.
     Http(String),
     /// This shell command, with the event document on stdin.
@@ -27,9 +27,9 @@ pub enum TargetSpec {
 
 /// What the connector needs, built by `config`.
 #[derive(Debug, Clone)]
-pub struct TargetSettings {
+pub struct ConnectorSettings {
     /// Which connector, and where.
-    pub spec: TargetSpec,
+    pub spec: ConnectorSpec,
     /// Total time for one call of the HTTP connector (`ESPFD_TARGET_TIMEOUT`).
     pub timeout: Duration,
     /// Time for one run of the exec connector (`ESPFD_EXEC_TIMEOUT`).
@@ -52,21 +52,21 @@ pub enum Outcome {
 }
 
 /// The configured connector.
-pub enum Target {
+pub enum Connector {
     /// `ESPFD_TARGET_URL`.
-    Http(HttpTarget),
+    Http(UrlConnector),
     /// `ESPFD_TARGET_EXEC`.
-    Exec(ExecTarget),
+    Exec(ExecConnector),
 }
 
-impl Target {
+impl Connector {
     /// Builds the connector the settings name.
-    pub fn new(settings: &TargetSettings) -> Result<Target, Error> {
+    pub fn new(settings: &ConnectorSettings) -> Result<Connector, Error> {
         Ok(match &settings.spec {
-            TargetSpec::Http(url) => {
-                Target::Http(HttpTarget::new(url, settings.timeout, settings.pool)?)
+            ConnectorSpec::Http(url) => {
+                Connector::Http(UrlConnector::new(url, settings.timeout, settings.pool)?)
             }
-            TargetSpec::Exec(cmd) => Target::Exec(ExecTarget::new(
+            ConnectorSpec::Exec(cmd) => Connector::Exec(ExecConnector::new(
                 cmd,
                 settings.exec_timeout,
                 settings.hidden_env.clone(),
@@ -77,8 +77,8 @@ impl Target {
     /// Delivers one event.
     pub fn deliver(&self, context: &Context<'_>) -> Outcome {
         match self {
-            Target::Http(t) => t.deliver(context),
-            Target::Exec(t) => t.deliver(context),
+            Connector::Http(t) => t.deliver(context),
+            Connector::Exec(t) => t.deliver(context),
         }
     }
 }

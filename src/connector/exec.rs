@@ -30,17 +30,17 @@ const MAX_OUTPUT: usize = 64 * 1024;
 pub const EX_TEMPFAIL: i32 = 75;
 
 /// The exec connector.
-pub struct ExecTarget {
+pub struct ExecConnector {
     command: String,
     timeout: Duration,
     hidden_env: Vec<String>,
 }
 
-impl ExecTarget {
+impl ExecConnector {
     /// Builds the connector for a shell command line; `hidden_env` names the variables
     /// removed from its environment (espfd's secrets).
-    pub fn new(command: &str, timeout: Duration, hidden_env: Vec<String>) -> ExecTarget {
-        ExecTarget {
+    pub fn new(command: &str, timeout: Duration, hidden_env: Vec<String>) -> ExecConnector {
+        ExecConnector {
             command: command.to_string(),
             timeout,
             hidden_env,

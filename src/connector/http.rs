@@ -14,15 +14,15 @@ use crate::outbound::{self, Failure};
 use crate::util::truncate_chars;
 
 /// The HTTP connector.
-pub struct HttpTarget {
+pub struct UrlConnector {
     url: String,
     agent: ureq::Agent,
 }
 
-impl HttpTarget {
+impl UrlConnector {
     /// Builds the connector; `pool` is the number of workers calling it at once.
-    pub fn new(url: &str, timeout: Duration, pool: usize) -> Result<HttpTarget, Error> {
-        Ok(HttpTarget {
+    pub fn new(url: &str, timeout: Duration, pool: usize) -> Result<UrlConnector, Error> {
+        Ok(UrlConnector {
             url: url.to_string(),
             agent: outbound::agent(timeout, pool, None)?,
         })

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::connector::judge::{Judge, Verdict};
 use crate::error::Error;
 use crate::metrics::{Call, Metrics};
 use crate::outbound::{self, Failure};
@@ -220,15 +221,21 @@ impl EspfClient {
                 .map_err(|e| Failure::transient(format!("ESPF status API: {e}")))?;
             let code = resp.status().as_u16();
             let text = outbound::body_text(&mut resp, 64 * 1024).unwrap_or_default();
-            match code {
-                200..=299 => return Ok(()),
-                401 if !renewed && generation.is_some() => {
-                    renewed = true;
-                    self.pb
-                        .renew(generation)
-                        .map_err(|e| e.into_failure("login"))?;
-                }
-                408 | 425 | 429 | 401 | 500..=599 => {
+            if code == 401 && !renewed && generation.is_some() {
+                renewed = true;
+                self.pb
+                    .renew(generation)
+                    .map_err(|e| e.into_failure("login"))?;
+                continue;
+            }
+            // A 401 after a fresh session is the ESPF API's trouble, not the report's.
+            let verdict = match Judge::default().verdict(code) {
+                Verdict::Permanent if code == 401 => Verdict::Transient,
+                v => v,
+            };
+            match verdict {
+                Verdict::Ok => return Ok(()),
+                Verdict::Transient => {
                     let mut f = Failure::transient(format!(
                         "ESPF status API: HTTP {code}: {}",
                         first_line(&text)
@@ -240,7 +247,7 @@ impl EspfClient {
                     );
                     return Err(f);
                 }
-                _ => {
+                Verdict::Permanent => {
                     return Err(Failure::permanent(format!(
                         "ESPF status API refused the report: HTTP {code}: {}",
                         first_line(&text)

@@ -32,7 +32,7 @@ use serde_json::json;
 use ureq::tls::{parse_pem, PemItem};
 
 use crate::config::{Config, RawConfig};
-use crate::connector::{ConnectorSpec, UrlConnector};
+use crate::connector::{ConnectorSettings, ConnectorSpec, UrlConnector};
 use crate::error::Error;
 use crate::espf::{EspfAuth, EspfClient, GroupsError};
 use crate::portabilling::{PbClient, PbError, PbSecret};
@@ -373,8 +373,12 @@ fn check_target(report: &mut Report, config: &Config) {
     match &config.connector.spec {
         ConnectorSpec::Http(url) => {
             let what = format!("target {url}");
-            let timeout = config.connector.timeout.min(MAX_WAIT);
-            let target = match UrlConnector::new(url, timeout, 1) {
+            let settings = ConnectorSettings {
+                timeout: config.connector.timeout.min(MAX_WAIT),
+                pool: 1,
+                ..config.connector.clone()
+            };
+            let target = match UrlConnector::new(url, &settings) {
                 Ok(t) => t,
                 Err(e) => return report.fail(&what, &e.to_string(), "ESPFD_TARGET_URL"),
             };

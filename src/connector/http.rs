@@ -1,84 +1,84 @@
-//! The HTTP connector: `POST <ESPFD_TARGET_URL>` of the event document.
+//! The URL connector: `POST <ESPFD_TARGET_URL>` of the event document.
 //!
-//! Replies: 202 → accepted (IN_PROGRESS), other 2xx → done (OK); 408, 425, 429, 5xx,
-//! timeouts and connection errors → transient (with `Retry-After` honoured); other 4xx (and
-//! anything else) → permanent. The reply body's first 4000 characters become the message.
+//! Replies are judged by the default lists ([`Judge::default`]): 202 → accepted
+//! (IN_PROGRESS), other 2xx → done (OK); 408, 425, 429, 5xx, timeouts and connection errors
+//! → transient (with `Retry-After` honoured); anything else → permanent. The reply body's
+//! first 4000 characters become the message.
 
-use std::time::Duration;
-
-use super::Outcome;
+use super::judge::{Judge, Verdict};
+use super::send::{OutRequest, Reply, Sender};
+use super::{ConnectorSettings, Outcome};
 use crate::enrich::Context;
 use crate::error::Error;
 use crate::espf::MAX_MESSAGE;
-use crate::outbound::{self, Failure};
+use crate::outbound::Failure;
 use crate::util::truncate_chars;
 
-/// The HTTP connector.
+/// The URL connector.
 pub struct UrlConnector {
     url: String,
-    agent: ureq::Agent,
+    sender: Sender,
+    judge: Judge,
 }
 
 impl UrlConnector {
-    /// Builds the connector; `pool` is the number of workers calling it at once.
-    pub fn new(url: &str, timeout: Duration, pool: usize) -> Result<UrlConnector, Error> {
+    /// Builds the connector for `url`.
+    pub fn new(url: &str, settings: &ConnectorSettings) -> Result<UrlConnector, Error> {
         Ok(UrlConnector {
             url: url.to_string(),
-            agent: outbound::agent(timeout, pool, None)?,
+            sender: Sender::new(settings)?,
+            judge: Judge::default(),
         })
     }
 
     /// Sends the context's document.
     pub fn deliver(&self, context: &Context<'_>) -> Outcome {
-        let sent = self
-            .agent
-            .post(&self.url)
-            .header("Content-Type", "application/json")
-            .header("Idempotency-Key", context.i_event().to_string())
-            .send(context.document.as_bytes());
-        let mut resp = match sent {
-            Ok(r) => r,
-            Err(e) => return Outcome::Failed(Failure::transient(format!("target: {e}"))),
+        let req = OutRequest {
+            method: "POST".into(),
+            url: self.url.clone(),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("Idempotency-Key".into(), context.i_event().to_string()),
+            ],
+            body: context.document.clone().into_bytes(),
         };
-        let code = resp.status().as_u16();
-        let retry_after = outbound::retry_after(
-            resp.headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()),
-        );
-        let body = outbound::body_text(&mut resp, 64 * 1024).unwrap_or_default();
-        let text = truncate_chars(body.trim(), MAX_MESSAGE).to_string();
-        match code {
-            202 => Outcome::Accepted(if text.is_empty() {
-                "accepted by target".into()
-            } else {
-                text
-            }),
-            200..=299 => Outcome::Done(if text.is_empty() {
-                "provisioned".into()
-            } else {
-                text
-            }),
-            408 | 425 | 429 | 500..=599 => Outcome::Failed(Failure {
-                transient: true,
-                message: with_code(code, &text),
-                retry_after,
-            }),
-            _ => Outcome::Failed(Failure::permanent(with_code(code, &text))),
+        match self.sender.send(&req, true) {
+            Ok(reply) => judge(&self.judge, &reply),
+            Err(f) => Outcome::Failed(f),
         }
     }
 
-    /// Whether the target answers at all: an `OPTIONS` to its URL, which provisions nothing
-    /// (`espfd check`). Any HTTP reply counts; its status code is returned.
+    /// Whether the target answers at all (`espfd check`); see [`Sender::probe`].
     pub fn probe(&self) -> Result<u16, String> {
-        match self.agent.options(&self.url).call() {
-            Ok(resp) => Ok(resp.status().as_u16()),
-            Err(e) => Err(e.to_string()),
-        }
+        self.sender.probe(&self.url)
     }
 }
 
-fn with_code(code: u16, text: &str) -> String {
+/// What a reply makes of the delivery, with the reply's body as the message.
+pub(super) fn judge(judge: &Judge, reply: &Reply) -> Outcome {
+    let text = truncate_chars(reply.body.trim(), MAX_MESSAGE).to_string();
+    match judge.verdict(reply.status) {
+        Verdict::Ok if reply.status == 202 => Outcome::Accepted(if text.is_empty() {
+            "accepted by target".into()
+        } else {
+            text
+        }),
+        Verdict::Ok => Outcome::Done(if text.is_empty() {
+            "provisioned".into()
+        } else {
+            text
+        }),
+        Verdict::Transient => Outcome::Failed(Failure {
+            transient: true,
+            message: with_code(reply.status, &text),
+            retry_after: reply.retry_after,
+        }),
+        Verdict::Permanent => Outcome::Failed(Failure::permanent(with_code(reply.status, &text))),
+    }
+}
+
+/// `target answered HTTP <code>: <text>`, within the status message's length.
+pub(super) fn with_code(code: u16, text: &str) -> String {
     let text = format!("target answered HTTP {code}: {text}");
     truncate_chars(text.trim_end_matches([' ', ':']), MAX_MESSAGE).to_string()
 }

@@ -6,6 +6,8 @@
 
 mod exec;
 mod http;
+pub mod judge;
+pub mod send;
 
 pub use exec::{ExecConnector, EX_TEMPFAIL};
 pub use http::UrlConnector;
@@ -49,6 +51,8 @@ pub enum Outcome {
     Accepted(String),
     /// Did not work, transiently or for good.
     Failed(Failure),
+    /// Not for this connector (a template that sent no request); nothing is reported.
+    Skipped(String),
 }
 
 /// The configured connector.
@@ -63,9 +67,7 @@ impl Connector {
     /// Builds the connector the settings name.
     pub fn new(settings: &ConnectorSettings) -> Result<Connector, Error> {
         Ok(match &settings.spec {
-            ConnectorSpec::Http(url) => {
-                Connector::Http(UrlConnector::new(url, settings.timeout, settings.pool)?)
-            }
+            ConnectorSpec::Http(url) => Connector::Http(UrlConnector::new(url, settings)?),
             ConnectorSpec::Exec(cmd) => Connector::Exec(ExecConnector::new(
                 cmd,
                 settings.exec_timeout,

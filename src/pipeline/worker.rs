@@ -51,12 +51,14 @@ pub(super) fn process(ctx: &Ctx, row: &StoredEvent) {
         Outcome::Accepted(m) => format!("IN_PROGRESS: {m}"),
         Outcome::Failed(f) if f.transient => format!("transient failure: {}", f.message),
         Outcome::Failed(f) => format!("permanent failure: {}", f.message),
+        Outcome::Skipped(m) => format!("skipped: {m}"),
     };
     ctx.emit(Step::Delivered {
         i_event: ev.i_event,
         outcome: outcome_text,
     });
     match outcome {
+        Outcome::Skipped(m) => skip(ctx, row, ev, attempt, m),
         Outcome::Done(m) => conclude(ctx, row, ev, attempt, Status::Ok, m),
         Outcome::Accepted(m) => conclude(ctx, row, ev, attempt, Status::InProgress, m),
         Outcome::Failed(f) if !f.transient => {
@@ -217,6 +219,28 @@ fn conclude(
             message,
         });
     }
+}
+
+/// Records an event the connector had nothing to send for: `skipped`, nothing reported.
+fn skip(ctx: &Ctx, row: &StoredEvent, ev: &Event, attempt: i64, message: String) {
+    let update = Update {
+        attempts: attempt,
+        status: None,
+        attempt_log: Some(("SKIPPED".into(), message.clone())),
+        ..Update::new(row, State::Skipped, "", &message)
+    };
+    save(ctx, update);
+    ctx.metrics.event_finished(State::Skipped.as_str());
+    log::info!(
+        "i_event={} {} skipped: {message}",
+        ev.i_event,
+        ev.event_type
+    );
+    ctx.emit(Step::Finished {
+        i_event: ev.i_event,
+        state: State::Skipped.as_str(),
+        message,
+    });
 }
 
 fn retry_later(ctx: &Ctx, row: &StoredEvent, ev: &Event, attempt: i64, f: &Failure) {

@@ -26,22 +26,26 @@ pub enum State {
     /// Final for the worker: the target accepted (202) and calls back; FAILED if it does not
     /// by `next_at`.
     InProgress,
+    /// Final: not for this connector (`ESPFD_EVENT_TYPES`, or a template that sent nothing);
+    /// never looked up, sent or reported.
+    Skipped,
 }
 
 impl State {
     /// Every state.
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         State::Queued,
         State::Retry,
         State::Report,
         State::Done,
         State::Failed,
         State::InProgress,
+        State::Skipped,
     ];
     /// The states that still need a worker.
     pub const OPEN: [State; 3] = [State::Queued, State::Retry, State::Report];
     /// The states the janitor deletes once `ESPFD_RETENTION` has passed.
-    pub const FINISHED: [State; 2] = [State::Done, State::Failed];
+    pub const FINISHED: [State; 3] = [State::Done, State::Failed, State::Skipped];
 
     /// The name in the `state` column, the `events` command and the logs.
     pub fn as_str(self) -> &'static str {
@@ -52,6 +56,7 @@ impl State {
             State::Done => "done",
             State::Failed => "failed",
             State::InProgress => "in_progress",
+            State::Skipped => "skipped",
         }
     }
 
@@ -132,7 +137,10 @@ CREATE INDEX IF NOT EXISTS events_open_entity ON events(entity, seq)
 CREATE INDEX IF NOT EXISTS events_in_progress ON events(lane, next_at)
     WHERE state = {in_progress};
 CREATE INDEX IF NOT EXISTS events_by_state ON events(state, seq);
-CREATE INDEX IF NOT EXISTS events_finished ON events(finished_at)
+-- events_finished (done, failed) became events_finished2 when `skipped` was added: SQLite
+-- uses a partial index only for a query that repeats its condition.
+DROP INDEX IF EXISTS events_finished;
+CREATE INDEX IF NOT EXISTS events_finished2 ON events(finished_at)
     WHERE state IN {finished};
 CREATE TABLE IF NOT EXISTS attempts (
     i_event  INTEGER NOT NULL,

@@ -246,7 +246,7 @@ fn complete_one(
         State::Report => status.as_deref() == Some("IN_PROGRESS"),
         // The target calls back before its 202 has reached the worker.
         State::Queued | State::Retry => in_flight.set().contains(&c.i_event),
-        State::Done | State::Failed => false,
+        State::Done | State::Failed | State::Skipped => false,
     };
     if !waiting {
         return Ok(Completed::NotInProgress(state));

@@ -15,7 +15,7 @@
 //! Secrets may instead be given as `<NAME>_FILE`, the path of a file holding the value (one
 //! trailing newline is dropped), so that they stay out of the process environment listing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -85,6 +85,7 @@ pub const VARS: &[Var] = &[
     var("ESPFD_GROUP", None, "ESPF service group the statuses are reported for, e.g. HSS (required)"),
     var("ESPFD_TARGET_URL", None, "external system endpoint that receives one JSON document per event (this or ESPFD_TARGET_EXEC is required)"),
     var("ESPFD_TARGET_EXEC", None, "command (run by /bin/sh -c) that gets the event document on stdin; exit 0 = OK, 75 = retry later, other = failed"),
+    var("ESPFD_TARGET_TEMPLATE", None, "request template file (.http, MiniJinja) that speaks the external system's own API; one of ESPFD_TARGET_URL, _EXEC, _TEMPLATE is required"),
     var("ESPFD_EXEC_TIMEOUT", Some("60s"), "time allowed for one run of ESPFD_TARGET_EXEC before it is killed (and retried)"),
     secret("ESPFD_CALLBACK_TOKEN", "bearer token a target must send to POST /events/<i_event>/status (asynchronous completion); unset = endpoint off"),
     var("ESPFD_ASYNC_TIMEOUT", Some("1h"), "how long an IN_PROGRESS event waits for its completion callback before it is FAILED"),
@@ -153,16 +154,74 @@ pub fn read_secret_file(file_var: &str, path: &str) -> Result<String, ConfigErro
     Ok(text.to_string())
 }
 
+/// Prefix of the template connector's plain settings, `setting(NAME)` in a template.
+pub const SETTING_PREFIX: &str = "ESPFD_SETTING_";
+/// Prefix of the template connector's secrets, `secret(NAME)` in a template.
+pub const SECRET_PREFIX: &str = "ESPFD_SECRET_";
+
 /// The variables as found, with `_FILE` secrets already read; nothing validated yet.
 #[derive(Debug, Default, Clone)]
 pub struct RawConfig {
     values: HashMap<&'static str, String>,
+    /// `ESPFD_SETTING_<NAME>` by NAME.
+    settings: BTreeMap<String, String>,
+    /// `ESPFD_SECRET_<NAME>` (or the file `ESPFD_SECRET_<NAME>_FILE` names) by NAME.
+    secrets: BTreeMap<String, Secret>,
 }
 
 impl RawConfig {
-    /// Reads the process environment.
+    /// Reads the process environment: every variable of [`VARS`], and every
+    /// `ESPFD_SETTING_*` and `ESPFD_SECRET_*`.
     pub fn from_env() -> Result<RawConfig, ConfigError> {
-        RawConfig::from_lookup(env_var)
+        let mut raw = RawConfig::from_lookup(env_var)?;
+        let names: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .collect();
+        raw.read_prefixed(&names, env_var)?;
+        Ok(raw)
+    }
+
+    /// Reads the template connector's `ESPFD_SETTING_*` and `ESPFD_SECRET_*` among `names`.
+    pub fn read_prefixed(
+        &mut self,
+        names: &[String],
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        for name in names {
+            let Some(value) = lookup(name).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            if let Some(key) = name.strip_prefix(SETTING_PREFIX) {
+                self.settings.insert(key.to_string(), value);
+            } else if let Some(key) = name.strip_prefix(SECRET_PREFIX) {
+                let (key, secret) = match key.strip_suffix("_FILE") {
+                    Some(key) => {
+                        if lookup(&format!("{SECRET_PREFIX}{key}")).is_some() {
+                            return Err(err(
+                                name,
+                                format!("set either {SECRET_PREFIX}{key} or {name}, not both"),
+                            ));
+                        }
+                        (key, read_secret_file(name, &value)?)
+                    }
+                    None => (key, value),
+                };
+                self.secrets.insert(key.to_string(), Secret(secret));
+            }
+        }
+        for key in self.settings.keys().chain(self.secrets.keys()) {
+            let ok = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                return Err(err(
+                    &format!("ESPFD_SETTING_{key} / ESPFD_SECRET_{key}"),
+                    "a name after the prefix is upper-case letters, digits and _",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Reads every variable of [`VARS`] through `lookup`; tests pass a map.
@@ -190,11 +249,23 @@ impl RawConfig {
                 values.insert(v.name, value);
             }
         }
-        Ok(RawConfig { values })
+        Ok(RawConfig {
+            values,
+            ..RawConfig::default()
+        })
     }
 
-    /// Sets a value (used by `espfd demo` and tests to build a configuration in code).
+    /// Sets a value (used by `espfd demo` and tests to build a configuration in code);
+    /// `ESPFD_SETTING_*` and `ESPFD_SECRET_*` names too.
     pub fn set(&mut self, name: &str, value: impl Into<String>) -> &mut Self {
+        if let Some(key) = name.strip_prefix(SETTING_PREFIX) {
+            self.settings.insert(key.to_string(), value.into());
+            return self;
+        }
+        if let Some(key) = name.strip_prefix(SECRET_PREFIX) {
+            self.secrets.insert(key.to_string(), Secret(value.into()));
+            return self;
+        }
         let var = find_var(name).unwrap_or_else(|| panic!("unknown variable {name}"));
         self.values.insert(var.name, value.into());
         self
@@ -423,19 +494,37 @@ impl RawConfig {
         let group = self.required("ESPFD_GROUP")?.to_string();
         let workers = self.number("ESPFD_WORKERS", 1, 256)? as usize;
         let pb_timeout = self.duration("ESPFD_PB_TIMEOUT")?;
-        let target = match (self.get("ESPFD_TARGET_URL"), self.get("ESPFD_TARGET_EXEC")) {
-            (Some(u), None) => ConnectorSpec::Http(self.url("ESPFD_TARGET_URL", u)?),
-            (None, Some(cmd)) if !cmd.trim().is_empty() => ConnectorSpec::Exec(cmd.to_string()),
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    "ESPFD_TARGET_EXEC",
-                    "set either ESPFD_TARGET_URL or ESPFD_TARGET_EXEC, not both",
-                ))
+        let chosen: Vec<&str> = [
+            "ESPFD_TARGET_URL",
+            "ESPFD_TARGET_EXEC",
+            "ESPFD_TARGET_TEMPLATE",
+        ]
+        .into_iter()
+        .filter(|name| self.get(name).is_some_and(|v| !v.trim().is_empty()))
+        .collect();
+        let target = match chosen.as_slice() {
+            ["ESPFD_TARGET_URL"] => ConnectorSpec::Http(
+                self.url("ESPFD_TARGET_URL", self.required("ESPFD_TARGET_URL")?)?,
+            ),
+            ["ESPFD_TARGET_EXEC"] => {
+                ConnectorSpec::Exec(self.required("ESPFD_TARGET_EXEC")?.to_string())
             }
-            _ => {
+            [_] => ConnectorSpec::Template(PathBuf::from(
+                self.required("ESPFD_TARGET_TEMPLATE")?,
+            )),
+            [] => {
                 return Err(err(
                     "ESPFD_TARGET_URL",
-                    "is required (or set ESPFD_TARGET_EXEC)",
+                    "is required (or set ESPFD_TARGET_EXEC or ESPFD_TARGET_TEMPLATE)",
+                ))
+            }
+            [_, second, ..] => {
+                return Err(err(
+                    second,
+                    format!(
+                        "set exactly one of ESPFD_TARGET_URL, ESPFD_TARGET_EXEC, ESPFD_TARGET_TEMPLATE (set: {})",
+                        chosen.join(", ")
+                    ),
                 ))
             }
         };
@@ -488,8 +577,13 @@ impl RawConfig {
                 hidden_env: VARS
                     .iter()
                     .filter(|v| v.secret)
-                    .flat_map(|v| [v.name.to_string(), format!("{}_FILE", v.name)])
+                    .map(|v| v.name.to_string())
+                    .chain(self.secrets.keys().map(|k| format!("{SECRET_PREFIX}{k}")))
+                    .flat_map(|name| [format!("{name}_FILE"), name])
                     .collect(),
+                settings: self.settings.clone(),
+                secrets: self.secrets.clone(),
+                masked: Vec::new(),
             },
             callback_token: self
                 .get("ESPFD_CALLBACK_TOKEN")

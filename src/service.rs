@@ -94,7 +94,7 @@ impl Service {
         let metrics = Arc::new(Metrics::new());
         let pb = Arc::new(PbClient::new(&config.pb)?.with_metrics(metrics.clone()));
         let espf = EspfClient::new(&config.espf, pb.clone())?.with_metrics(metrics.clone());
-        let connector = Connector::new(&config.connector)?;
+        let connector = Connector::new(&config.connector, pb.clone())?;
         let ctx = Arc::new(Ctx {
             store: store.clone(),
             pb,

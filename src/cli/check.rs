@@ -32,11 +32,15 @@ use serde_json::json;
 use ureq::tls::{parse_pem, PemItem};
 
 use crate::config::{Config, RawConfig};
-use crate::connector::{ConnectorSettings, ConnectorSpec, UrlConnector};
+use crate::connector::template::Mode;
+use crate::connector::{ConnectorSettings, ConnectorSpec, TemplateConnector, UrlConnector};
+use crate::enrich::Context;
 use crate::error::Error;
 use crate::espf::{EspfAuth, EspfClient, GroupsError};
+use crate::event::Event;
 use crate::portabilling::{PbClient, PbError, PbSecret};
 use crate::store::Reader;
+use crate::util::now_ms;
 
 /// Longest wait for one connection check.
 const MAX_WAIT: Duration = Duration::from_secs(10);
@@ -56,9 +60,34 @@ pub fn run() -> Result<ExitCode, Error> {
     if let Some(files) = &config.tls {
         check_tls(&mut report, &files.cert, &files.key);
     }
+    // A template that does not load is a configuration error, as at start.
+    let template = match &config.connector.spec {
+        ConnectorSpec::Template(path) => match load_template(&config, path) {
+            Ok(t) => {
+                report.ok(&format!(
+                    "template {} ({} steps)",
+                    path.display(),
+                    t.steps()
+                ));
+                Some(t)
+            }
+            Err(Error::Config(e)) => {
+                report.fail("template", &e.reason, &e.var);
+                return Ok(ExitCode::from(78));
+            }
+            Err(e) => {
+                report.fail("template", &e.to_string(), "ESPFD_TARGET_TEMPLATE");
+                return Ok(ExitCode::from(78));
+            }
+        },
+        _ => None,
+    };
     let pb = check_portabilling(&mut report, &config);
     check_espf(&mut report, &config, pb);
-    check_target(&mut report, &config);
+    match &template {
+        Some(t) => check_template(&mut report, &config, t),
+        None => check_target(&mut report, &config),
+    }
     Ok(if report.failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -366,6 +395,88 @@ fn check_espf(report: &mut Report, config: &Config, pb: Option<(Arc<PbClient>, b
     }
 }
 
+/// The settings `check` talks to the target with: short waits, one connection.
+fn check_settings(config: &Config) -> ConnectorSettings {
+    ConnectorSettings {
+        timeout: config.connector.timeout.min(MAX_WAIT),
+        pool: 1,
+        ..config.connector.clone()
+    }
+}
+
+fn load_template(config: &Config, path: &std::path::Path) -> Result<TemplateConnector, Error> {
+    let mut pb = config.pb.clone();
+    pb.timeout = pb.timeout.min(MAX_WAIT);
+    TemplateConnector::load(
+        path,
+        &check_settings(config),
+        Arc::new(PbClient::new(&pb)?),
+        true,
+    )
+}
+
+/// Renders the template for a sample `Subscriber/Updated` event whose account PortaBilling
+/// does not know (nothing is sent), then asks each host its URLs name whether it answers.
+fn check_template(report: &mut Report, config: &Config, template: &TemplateConnector) {
+    let event = Event::parse(
+        br#"{"event_type":"Subscriber/Updated","variables":{"i_event":1,"i_account":1,"i_env":1}}"#,
+    )
+    .expect("the sample event parses");
+    let context = Context::new(&event, now_ms(), 1, &config.group, None);
+    let run = template.run(&context, Mode::DryRun);
+    let what = format!(
+        "template {} renders a sample Subscriber/Updated event (account not found)",
+        template.file()
+    );
+    let failed = run.steps.iter().find(|s| {
+        s.request.is_none()
+            && s.note
+                .as_deref()
+                .is_some_and(|n| !n.contains("use --send") && !n.contains("renders to nothing"))
+    });
+    if let Some(step) = failed {
+        let reason = step.note.clone().unwrap_or_default();
+        return report.fail(&what, &reason, "ESPFD_TARGET_TEMPLATE");
+    }
+    let summary: Vec<String> = run
+        .steps
+        .iter()
+        .map(|s| match (&s.request, &s.note) {
+            (Some(r), _) => format!("{}: {}", s.label, r.method),
+            (None, Some(n)) => format!("{}: {n}", s.label),
+            (None, None) => s.label.clone(),
+        })
+        .collect();
+    report.ok(&format!("{what}: {}", summary.join("; ")));
+    let mut origins: Vec<String> = run
+        .steps
+        .iter()
+        .filter_map(|s| s.request.as_ref())
+        .filter_map(|r| origin(&r.url))
+        .collect();
+    origins.dedup();
+    origins.sort();
+    origins.dedup();
+    for url in origins {
+        let what = format!("target host {url}");
+        match template.sender().probe(&url) {
+            Ok(code) => report.ok(&format!("{what} answers (HTTP {code} to OPTIONS)")),
+            Err(e) => report.fail(
+                &what,
+                &format!("unreachable: {e}"),
+                "ESPFD_SETTING_* (the template's base URLs)",
+            ),
+        }
+    }
+}
+
+/// `https://host:port/` of a URL.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty()).then(|| format!("{scheme}://{host}/"))
+}
+
 /// Reaches the target with the service's own connector, without provisioning anything: an
 /// `OPTIONS` to the HTTP target; for a command, only that the program exists (running it
 /// would provision something).
@@ -373,12 +484,7 @@ fn check_target(report: &mut Report, config: &Config) {
     match &config.connector.spec {
         ConnectorSpec::Http(url) => {
             let what = format!("target {url}");
-            let settings = ConnectorSettings {
-                timeout: config.connector.timeout.min(MAX_WAIT),
-                pool: 1,
-                ..config.connector.clone()
-            };
-            let target = match UrlConnector::new(url, &settings) {
+            let target = match UrlConnector::new(url, &check_settings(config)) {
                 Ok(t) => t,
                 Err(e) => return report.fail(&what, &e.to_string(), "ESPFD_TARGET_URL"),
             };
@@ -387,6 +493,8 @@ fn check_target(report: &mut Report, config: &Config) {
                 Err(e) => report.fail(&what, &format!("unreachable: {e}"), "ESPFD_TARGET_URL"),
             }
         }
+        // Checked by check_template.
+        ConnectorSpec::Template(_) => {}
         ConnectorSpec::Exec(cmd) => {
             let what = format!("target command {cmd}");
             let program = cmd.split_whitespace().next().unwrap_or("");

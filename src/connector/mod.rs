@@ -2,29 +2,41 @@
 //!
 //! A connector receives one [`Context`] per attempt (the event, PortaBilling's record of its
 //! entity, the attempt, the group and the JSON document; see [`crate::enrich`]) and answers
-//! with an [`Outcome`]. The HTTP connector is in `http.rs`, the exec connector in `exec.rs`.
+//! with an [`Outcome`]. The URL connector is in `http.rs`, the exec connector in `exec.rs`,
+//! the template connector in `template/`. The URL and template connectors send through one
+//! [`send::Sender`] (agent, outbound authentication) and judge replies with [`judge`].
 
 mod exec;
 mod http;
 pub mod judge;
 pub mod send;
+pub mod template;
 
 pub use exec::{ExecConnector, EX_TEMPFAIL};
 pub use http::UrlConnector;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::enrich::Context;
 use crate::error::Error;
 use crate::outbound::Failure;
+use crate::portabilling::PbClient;
+use crate::util::Secret;
+pub use template::TemplateConnector;
 
-/// Where events are delivered (`ESPFD_TARGET_URL` or `ESPFD_TARGET_EXEC`).
+/// Where events are delivered (`ESPFD_TARGET_URL`, `ESPFD_TARGET_EXEC` or
+/// `ESPFD_TARGET_TEMPLATE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectorSpec {
     /// `POST` of the event document to this URL.
     Http(String),
     /// This shell command, with the event document on stdin.
     Exec(String),
+    /// The requests of this template file.
+    Template(PathBuf),
 }
 
 /// What the connector needs, built by `config`.
@@ -40,6 +52,12 @@ pub struct ConnectorSettings {
     pub pool: usize,
     /// Variables removed from the exec connector's environment: espfd's own secrets.
     pub hidden_env: Vec<String>,
+    /// `ESPFD_SETTING_<NAME>` by NAME, for templates.
+    pub settings: BTreeMap<String, String>,
+    /// `ESPFD_SECRET_<NAME>` by NAME, for templates.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Other values never shown in a rendered request (the target's credentials).
+    pub masked: Vec<Secret>,
 }
 
 /// What the target made of one event.
@@ -61,17 +79,22 @@ pub enum Connector {
     Http(UrlConnector),
     /// `ESPFD_TARGET_EXEC`.
     Exec(ExecConnector),
+    /// `ESPFD_TARGET_TEMPLATE`.
+    Template(Box<TemplateConnector>),
 }
 
 impl Connector {
-    /// Builds the connector the settings name.
-    pub fn new(settings: &ConnectorSettings) -> Result<Connector, Error> {
+    /// Builds the connector the settings name; a template's `pb()` asks `pb`.
+    pub fn new(settings: &ConnectorSettings, pb: Arc<PbClient>) -> Result<Connector, Error> {
         Ok(match &settings.spec {
             ConnectorSpec::Http(url) => Connector::Http(UrlConnector::new(url, settings)?),
             ConnectorSpec::Exec(cmd) => Connector::Exec(ExecConnector::new(
                 cmd,
                 settings.exec_timeout,
                 settings.hidden_env.clone(),
+            )),
+            ConnectorSpec::Template(path) => Connector::Template(Box::new(
+                TemplateConnector::load(path, settings, pb, false)?,
             )),
         })
     }
@@ -81,6 +104,7 @@ impl Connector {
         match self {
             Connector::Http(t) => t.deliver(context),
             Connector::Exec(t) => t.deliver(context),
+            Connector::Template(t) => t.deliver(context),
         }
     }
 }

@@ -33,6 +33,7 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
         ["demo"] => cli::demo::run(),
         ["events", ..] => cli::events::run(&args[1..]),
         ["check"] => cli::check::run(),
+        ["render", ..] => cli::render::run(&args[1..]),
         ["simulate", ..] => cli::simulate::run(&args[1..]),
         ["send", ..] => cli::send::run(&args[1..]),
         ["help", "env"] => {

@@ -4,6 +4,7 @@ pub mod check;
 pub mod demo;
 pub mod events;
 pub mod load;
+pub mod render;
 pub mod send;
 pub mod simulate;
 
@@ -16,6 +17,8 @@ Usage:
   espfd demo         run the whole flow on this machine against built-in simulators
   espfd events ...   list / show / replay stored events (espfd events --help)
   espfd check        validate the configuration and try every connection; exit 0 when all pass
+  espfd render ...   show (or --send) the requests the connector makes for one event
+                     (espfd render --help)
   espfd simulate     simulated PortaBilling + ESPF API + target, standalone (--help for options)
   espfd send [URL]   POST test events to a running espfd, any auth scheme, HTTP or HTTPS;
                      also a load generator (espfd send --help)
@@ -24,6 +27,6 @@ Usage:
   espfd --version    the version
 
 ESPF POSTs each provisioning event to espfd; espfd stores it durably, looks the entity up
-in the PortaBilling API, sends it to the external system (ESPFD_TARGET_URL) and reports
+in the PortaBilling API, sends it to the external system (ESPFD_TARGET_URL, _EXEC or _TEMPLATE) and reports
 the provisioning status back through the ESPF API. See README.md.
 ";

@@ -253,25 +253,23 @@ impl TemplateConnector {
                 reply: None,
                 note: None,
             };
+            if mode == Mode::DryRun {
+                if let Some(name) = self.needs(index) {
+                    run.note = Some(format!("needs the reply of step {name}; use --send"));
+                    runs.push(run);
+                    continue;
+                }
+            }
             let scope = scope::with_steps(&base, &steps);
             let rendered = match self.render_step(step, &scope, &pb, context) {
                 Ok(r) => r,
                 Err(failure) => {
-                    let needs = (mode == Mode::DryRun)
-                        .then(|| self.needs_reply(index, &failure.message))
-                        .flatten();
-                    run.note = Some(needs.clone().unwrap_or_else(|| self.mask(&failure.message)));
+                    let message = self.mask(&failure.message);
+                    run.note = Some(message.clone());
                     runs.push(run);
-                    let outcome = match needs {
-                        Some(_) => None,
-                        None => Some(Outcome::Failed(Failure {
-                            message: self.mask(&failure.message),
-                            ..failure
-                        })),
-                    };
                     return Run {
                         steps: runs,
-                        outcome,
+                        outcome: Some(Outcome::Failed(Failure { message, ..failure })),
                     };
                 }
             };
@@ -391,17 +389,28 @@ impl TemplateConnector {
         }
     }
 
-    /// In a dry run, whether a render failure is a step needing the reply of an earlier
-    /// one: "needs the reply of step lookup; use --send".
-    fn needs_reply(&self, index: usize, message: &str) -> Option<String> {
+    /// The earlier named step whose reply step `index` (or a `< file` it names) uses, if
+    /// any: a dry run cannot render it.
+    fn needs(&self, index: usize) -> Option<&str> {
+        let step = &self.steps[index];
+        let mut texts = vec![step.text.as_str()];
+        for line in step.text.lines() {
+            if let Some(src) = parse::body_file(line).and_then(|f| self.sources.get(f)) {
+                texts.push(src);
+            }
+        }
         self.steps[..index]
             .iter()
             .filter_map(|s| s.name.as_deref())
-            .find_map(|name| {
-                let used = format!("steps.{name}");
-                message
-                    .contains(&used)
-                    .then(|| format!("needs the reply of step {name}; use --send"))
+            .find(|name| {
+                let dotted = format!("steps.{name}");
+                let indexed = [format!("steps[\"{name}\"]"), format!("steps['{name}']")];
+                texts.iter().any(|t| {
+                    t.match_indices(&dotted).any(|(at, _)| {
+                        !t[at + dotted.len()..]
+                            .starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                    }) || indexed.iter().any(|i| t.contains(i.as_str()))
+                })
             })
     }
 

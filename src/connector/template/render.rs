@@ -384,7 +384,9 @@ pub fn describe(err: &JinjaError, file: &str, source: &str, first_line: usize) -
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty() && s.len() <= 200);
     let what = match (err.kind(), &expr) {
-        (ErrorKind::UndefinedError, Some(e)) => format!("undefined value: {e}"),
+        (ErrorKind::UndefinedError, Some(e)) => {
+            format!("undefined value: {}", dotted_name(e).unwrap_or(e))
+        }
         (ErrorKind::OutOfFuel, _) => {
             format!("the template ran too long (more than {FUEL} steps; an endless loop?)")
         }
@@ -394,9 +396,47 @@ pub fn describe(err: &JinjaError, file: &str, source: &str, first_line: usize) -
     format!("{at}: {what}")
 }
 
+/// The first `a.b.c` name in an expression's text (the span MiniJinja points at may hold an
+/// operator or a comparison around it).
+fn dotted_name(expr: &str) -> Option<&str> {
+    let is_start = |c: char| c.is_ascii_alphabetic() || c == '_';
+    let is_part = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    let mut at = 0;
+    while at < expr.len() {
+        let rest = &expr[at..];
+        let c = rest.chars().next()?;
+        let prev_ok =
+            at == 0 || !expr[..at].ends_with(|p: char| is_part(p) || p == '"' || p == '\'');
+        if is_start(c) && prev_ok {
+            let len = rest.find(|c: char| !is_part(c)).unwrap_or(rest.len());
+            let word = rest[..len].trim_end_matches('.');
+            if word.contains('.') {
+                return Some(word);
+            }
+            at += len.max(1);
+        } else {
+            at += c.len_utf8();
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn undefined_names_are_found_in_their_span() {
+        assert_eq!(
+            dotted_name("or account.bill_status == \"C\""),
+            Some("account.bill_status")
+        );
+        assert_eq!(
+            dotted_name("steps.lookup.json.id | urlencode"),
+            Some("steps.lookup.json.id")
+        );
+        assert_eq!(dotted_name("x + 1"), None);
+    }
 
     fn wrap(s: &str) -> String {
         format!("{OPEN}{s}{CLOSE}")

@@ -522,6 +522,14 @@ fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
             b"#!/bin/sh\nexit 0\n".to_vec(),
         ),
         ("var/lib/espfd/.keep", Vec::new()),
+        (
+            "etc/espfd/templates/pyhss.http",
+            std::fs::read("contrib/templates/pyhss.http").unwrap(),
+        ),
+        (
+            "etc/espfd/templates/pyhss-subscriber.json",
+            std::fs::read("contrib/templates/pyhss-subscriber.json").unwrap(),
+        ),
     ];
     for (path, content) in &files {
         let p = scratch.0.join(path);
@@ -573,6 +581,15 @@ fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
             }
             // "Or, instead of ESPFD_TARGET_URL, a command".
             "ESPFD_TARGET_EXEC" => (vec![(k.clone(), v.clone())], vec!["ESPFD_TARGET_URL"]),
+            // "Or, instead of both, a request template", with the settings it lists.
+            "ESPFD_TARGET_TEMPLATE" => (
+                vec![
+                    (k.clone(), v.clone()),
+                    ("ESPFD_SETTING_PYHSS_URL".into(), format!("{}/pyhss", sim.url())),
+                    ("ESPFD_SECRET_PYHSS_KEY".into(), "pyhss-provisioning-key".into()),
+                ],
+                vec!["ESPFD_TARGET_URL"],
+            ),
             _ => (vec![(k.clone(), v.clone())], vec![]),
         };
         variants.push((format!("{k}={v} uncommented"), set, drop));

@@ -36,6 +36,23 @@ fn need(tool: &str) {
 }
 
 #[test]
+fn the_readme_configuration_reference_lists_every_variable() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let reference = readme
+        .split("## Configuration reference")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has a Configuration reference section");
+    let missing: Vec<&str> = VARS
+        .iter()
+        .map(|v| v.name)
+        .filter(|name| !reference.contains(&format!("| `{name}`")))
+        .collect();
+    assert!(missing.is_empty(), "not in the README's table: {missing:?}");
+}
+
+#[test]
 fn env_example_lists_every_variable_with_its_default() {
     let text = read("espfd.env.example");
     // NAME=value of every line, commented out or not.

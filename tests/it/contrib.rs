@@ -602,8 +602,14 @@ fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
             "ESPFD_TARGET_TEMPLATE" => (
                 vec![
                     (k.clone(), v.clone()),
-                    ("ESPFD_SETTING_PYHSS_URL".into(), format!("{}/pyhss", sim.url())),
-                    ("ESPFD_SECRET_PYHSS_KEY".into(), "pyhss-provisioning-key".into()),
+                    (
+                        "ESPFD_SETTING_PYHSS_URL".into(),
+                        format!("{}/pyhss", sim.url()),
+                    ),
+                    (
+                        "ESPFD_SECRET_PYHSS_KEY".into(),
+                        "pyhss-provisioning-key".into(),
+                    ),
                 ],
                 vec!["ESPFD_TARGET_URL"],
             ),

@@ -496,3 +496,90 @@ impl TemplateConnector {
         compiled.eval(scope::with_response(scope, response))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::ConnectorSpec;
+    use crate::event::Event;
+    use crate::portabilling::{PbSecret, PbSettings};
+    use crate::util::Secret;
+    use std::time::Duration;
+
+    fn connector(text: &str, debug: bool) -> TemplateConnector {
+        let dir = std::env::temp_dir().join(format!(
+            "espfd-template-unit-{}-{}",
+            std::process::id(),
+            crate::util::jitter_u64()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.http");
+        std::fs::write(&path, text).unwrap();
+        let settings = ConnectorSettings {
+            spec: ConnectorSpec::Template(path.clone()),
+            timeout: Duration::from_secs(1),
+            exec_timeout: Duration::from_secs(1),
+            pool: 1,
+            hidden_env: vec![],
+            settings: [("URL".to_string(), "http://127.0.0.1:9".to_string())].into(),
+            secrets: [("KEY".to_string(), Secret("s3cr3t".into()))].into(),
+            masked: vec![],
+        };
+        let pb = PbClient::new(&PbSettings {
+            url: "http://127.0.0.1:9".into(),
+            login: "x".into(),
+            secret: PbSecret::Password("y".into()),
+            ca_file: None,
+            timeout: Duration::from_secs(1),
+            pool: 1,
+        })
+        .unwrap();
+        let t = TemplateConnector::load(&path, &settings, Arc::new(pb), debug).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        t
+    }
+
+    fn dry(t: &TemplateConnector) -> Run {
+        let ev = Event::parse(
+            br#"{"event_type":"Subscriber/Updated","variables":{"i_event":5,"i_account":7}}"#,
+        )
+        .unwrap();
+        let record = serde_json::json!({"i_account": 7, "firstname": "A \"quoted\" <name>"});
+        let context = Context::new(&ev, 0, 1, "HSS", Some(record));
+        t.run(&context, Mode::DryRun)
+    }
+
+    #[test]
+    fn undefined_values_are_named_without_debug_mode_too() {
+        for debug in [false, true] {
+            let t = connector(
+                "### s\nGET {{ setting(\"URL\") }}/{{ account.nope }}\n",
+                debug,
+            );
+            let note = dry(&t).steps[0].note.clone().unwrap();
+            assert_eq!(
+                note, "t.http line 2: undefined value: account.nope",
+                "debug {debug}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked_and_names_are_in_scope() {
+        let t = connector(
+            "### s\nPOST {{ setting(\"URL\") }}/x?k={{ secret(\"KEY\") }}\nX-Group: {{ group }}\n\n{{ account.firstname | tojson }} {{ event.i_event }}\n",
+            false,
+        );
+        let run = dry(&t);
+        let req = run.steps[0].request.clone().unwrap();
+        assert_eq!(req.url, "http://127.0.0.1:9/x?k=s3cr3t");
+        assert_eq!(t.mask(&req.url), "http://127.0.0.1:9/x?k=***");
+        assert_eq!(req.header("X-Group"), Some("HSS"));
+        assert_eq!(req.header("Idempotency-Key"), Some("5"));
+        // tojson is JSON (MiniJinja also escapes < and > for HTML's sake).
+        let body = String::from_utf8(req.body).unwrap();
+        let (json, rest) = body.rsplit_once(' ').unwrap();
+        let value: String = serde_json::from_str(json).unwrap();
+        assert_eq!((value.as_str(), rest), ("A \"quoted\" <name>", "5"));
+    }
+}

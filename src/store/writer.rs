@@ -101,9 +101,8 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize, in_flight: 
         let body = (|| -> Result<(), Error> {
             for op in batch.iter() {
                 match op {
-                    Op::Insert(ev, skipped, _) => results.push(
-                        insert_one(conn, ev, skipped.as_deref(), lanes).map(Done::Inserted),
-                    ),
+                    Op::Insert(ev, skipped, _) => results
+                        .push(insert_one(conn, ev, skipped.as_deref(), lanes).map(Done::Inserted)),
                     Op::Update(up, _) => results.push(Ok(Done::Updated(update_one(conn, up)?))),
                     Op::Complete(c, _) => {
                         results.push(complete_one(conn, c, in_flight).map(Done::Completed))

@@ -6,10 +6,10 @@
 //!
 //! Replies to ESPF (the README, "What espfd answers ESPF"): 200 once the event is on disk or is a
 //! repeat of a stored `i_event` (an event whose type `ESPFD_EVENT_TYPES` leaves out is stored
-//! too, as `skipped`, and no worker ever sees it); 401 for bad credentials; 400 with a one-line reason for a
-//! body that is not a valid event; 413 for a body over the limit (from the HTTP layer);
-//! 404/405 for wrong paths and methods; 503 with `Retry-After` when the store cannot take it.
-//! Never a 500 for bad input.
+//! too, as `skipped`, and no worker ever sees it); 401 for bad credentials; 400 with a
+//! one-line reason for a body that is not a valid event; 413 for a body over the limit (from
+//! the HTTP layer); 404/405 for wrong paths and methods; 503 with `Retry-After` when the
+//! store cannot take it. Never a 500 for bad input.
 
 mod auth;
 mod health;

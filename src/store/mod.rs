@@ -420,8 +420,8 @@ impl Store {
         rx.recv().unwrap_or(Err(Error::Closed))
     }
 
-    /// Deletes events that are finished (done, failed or skipped) since before `before` (unix ms),
-    /// with their attempts, at most [`PURGE_BATCH`] per call; returns how many went.
+    /// Deletes events that are finished (done, failed or skipped) since before `before`
+    /// (unix ms), with their attempts, at most [`PURGE_BATCH`] per call; returns how many went.
     pub fn purge(&self, before: i64) -> Result<usize, Error> {
         let (tx, rx) = bounded(1);
         self.ops

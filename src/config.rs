@@ -23,6 +23,7 @@ use std::time::Duration;
 use crate::connector::{ConnectorSettings, ConnectorSpec};
 use crate::error::ConfigError;
 use crate::espf::{EspfAuth, EspfFormat, EspfSettings};
+use crate::filter::EventTypes;
 use crate::http::{AllowList, Limits, TlsFiles};
 use crate::ingress::InboundAuth;
 use crate::logging::LogFormat;
@@ -83,6 +84,7 @@ pub const VARS: &[Var] = &[
     var("ESPFD_ESPF_FORMAT", Some("form"), "body of status reports: form (x-www-form-urlencoded) | json"),
     var("ESPFD_ESPF_AUTH", Some("bearer"), "status report auth: bearer (PortaBilling session token) | basic (ESPFD_PB_LOGIN + ESPFD_PB_PASSWORD)"),
     var("ESPFD_GROUP", None, "ESPF service group the statuses are reported for, e.g. HSS (required)"),
+    var("ESPFD_EVENT_TYPES", Some("*"), "event types to provision, comma-separated; * matches any run of characters, / included (e.g. Subscriber/*, SIM/*); others are answered 200 and stored as skipped"),
     var("ESPFD_TARGET_URL", None, "external system endpoint that receives one JSON document per event (this or ESPFD_TARGET_EXEC is required)"),
     var("ESPFD_TARGET_EXEC", None, "command (run by /bin/sh -c) that gets the event document on stdin; exit 0 = OK, 75 = retry later, other = failed"),
     var("ESPFD_TARGET_TEMPLATE", None, "request template file (.http, MiniJinja) that speaks the external system's own API; one of ESPFD_TARGET_URL, _EXEC, _TEMPLATE is required"),
@@ -93,7 +95,7 @@ pub const VARS: &[Var] = &[
     var("ESPFD_WORKERS", Some("4"), "worker threads (lanes); one entity's events always go to the same lane"),
     var("ESPFD_STATE_DIR", Some("/var/lib/espfd"), "directory of the event store (espfd.db); must be writable"),
     var("ESPFD_RETRY_MAX_AGE", Some("24h"), "how long a failing event is retried (from its arrival) before it is FAILED"),
-    var("ESPFD_RETENTION", Some("30d"), "how long finished events (done, failed) stay in the store before they are deleted"),
+    var("ESPFD_RETENTION", Some("30d"), "how long finished events (done, failed, skipped) stay in the store before they are deleted"),
     var("ESPFD_RETRY_INITIAL", Some("2s"), "delay before the first retry; each further retry waits twice as long (with jitter)"),
     var("ESPFD_RETRY_MAX_DELAY", Some("10m"), "longest delay between two retries"),
     var("ESPFD_SHUTDOWN_GRACE", Some("10s"), "on SIGTERM/SIGINT, time allowed for work in flight before it is left in the store for the next start"),
@@ -492,6 +494,8 @@ impl RawConfig {
                 }
             };
         let group = self.required("ESPFD_GROUP")?.to_string();
+        let event_types = EventTypes::parse(self.required("ESPFD_EVENT_TYPES")?)
+            .map_err(|reason| err("ESPFD_EVENT_TYPES", reason))?;
         let workers = self.number("ESPFD_WORKERS", 1, 256)? as usize;
         let pb_timeout = self.duration("ESPFD_PB_TIMEOUT")?;
         let chosen: Vec<&str> = [
@@ -569,6 +573,7 @@ impl RawConfig {
                 pool: workers + 2,
             },
             group,
+            event_types,
             connector: ConnectorSettings {
                 spec: target,
                 timeout: self.duration("ESPFD_TARGET_TIMEOUT")?,
@@ -620,6 +625,9 @@ pub struct Config {
     pub espf: EspfSettings,
     /// The ESPF service group statuses are reported for (`ESPFD_GROUP`).
     pub group: String,
+    /// The event types this espfd provisions (`ESPFD_EVENT_TYPES`); the others are stored
+    /// as skipped at intake.
+    pub event_types: EventTypes,
     /// The connector's settings (`ESPFD_TARGET_*`, `ESPFD_EXEC_TIMEOUT`).
     pub connector: ConnectorSettings,
     pub callback_token: Option<Secret>,
@@ -733,6 +741,23 @@ mod tests {
             }
         );
         assert!(!format!("{:?}", c.auth).contains("k3y"));
+    }
+
+    #[test]
+    fn event_types_default_to_all_and_bad_patterns_name_the_variable() {
+        let c = validate(&base()).unwrap();
+        assert!(c.event_types.takes_all());
+        assert!(c.event_types.matches("Anything/New"));
+        let mut m = base();
+        m.insert("ESPFD_EVENT_TYPES".into(), " Subscriber/* , SIM/*".into());
+        let c = validate(&m).unwrap();
+        assert_eq!(c.event_types.to_string(), "Subscriber/*, SIM/*");
+        assert!(!c.event_types.matches("Customer/Created"));
+        for bad in ["Subscriber/*,,SIM/*", "SIM/?", "SIM/*,"] {
+            m.insert("ESPFD_EVENT_TYPES".into(), bad.into());
+            let e = validate(&m).unwrap_err();
+            assert_eq!(e.var, "ESPFD_EVENT_TYPES", "{bad}: {}", e.reason);
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! provisioning status back through the ESPF API. See README.md for the operator's view.
 //!
 //! Modules, roughly in the order an event meets them: [`http`] (the listener), [`ingress`]
-//! (auth, validation), [`event`], [`store`], [`pipeline`] (lanes and workers),
+//! (auth, validation, the event filter [`filter`]), [`event`], [`store`], [`pipeline`] (lanes and workers),
 //! [`portabilling`], [`enrich`] (one attempt's context for the connector), [`connector`],
 //! [`espf`]; around them [`config`], [`service`] (wiring), [`sim`] (simulated PortaBilling,
 //! ESPF API and target) and [`cli`].
@@ -17,6 +17,7 @@ pub mod enrich;
 pub mod error;
 pub mod espf;
 pub mod event;
+pub mod filter;
 pub mod http;
 pub mod ingress;
 pub mod logging;

@@ -175,6 +175,7 @@ pub struct Metrics {
     finished_ok: AtomicU64,
     finished_failed: AtomicU64,
     finished_in_progress: AtomicU64,
+    finished_skipped: AtomicU64,
     retries: AtomicU64,
     logins: AtomicU64,
     calls: [Histogram; 3],
@@ -203,6 +204,7 @@ impl Metrics {
             finished_ok: AtomicU64::new(0),
             finished_failed: AtomicU64::new(0),
             finished_in_progress: AtomicU64::new(0),
+            finished_skipped: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             logins: AtomicU64::new(0),
             calls: [Histogram::new(), Histogram::new(), Histogram::new()],
@@ -234,11 +236,14 @@ impl Metrics {
         }
     }
 
-    /// An event reached its final state: `done`, `in_progress` or `failed` (a dead letter).
+    /// An event reached its final state: `done`, `in_progress`, `skipped` (not for this
+    /// connector: left out by `ESPFD_EVENT_TYPES`, or nothing to send) or `failed` (a dead
+    /// letter).
     pub fn event_finished(&self, state: &str) {
         match state {
             "done" => self.finished_ok.fetch_add(1, Relaxed),
             "in_progress" => self.finished_in_progress.fetch_add(1, Relaxed),
+            "skipped" => self.finished_skipped.fetch_add(1, Relaxed),
             _ => self.finished_failed.fetch_add(1, Relaxed),
         };
     }
@@ -338,6 +343,7 @@ impl Metrics {
             ("ok", &self.finished_ok),
             ("failed", &self.finished_failed),
             ("in_progress", &self.finished_in_progress),
+            ("skipped", &self.finished_skipped),
         ] {
             let _ = writeln!(
                 out,
@@ -523,6 +529,7 @@ mod tests {
         m.event_received(200);
         m.event_received(413);
         m.event_finished("failed");
+        m.event_finished("skipped");
         m.retry_scheduled();
         m.auth_failed(AuthEndpoint::Callback);
         m.connection_refused(Refused::MaxPerAddr);
@@ -543,6 +550,8 @@ mod tests {
         assert_eq!(at("espfd_dead_letters_total"), 1.0);
         assert_eq!(at("espfd_events_finished_total{outcome=\"failed\"}"), 1.0);
         assert_eq!(at("espfd_events_finished_total{outcome=\"ok\"}"), 0.0);
+        // A skipped event is no dead letter.
+        assert_eq!(at("espfd_events_finished_total{outcome=\"skipped\"}"), 1.0);
         assert_eq!(at("espfd_retries_total"), 1.0);
         assert_eq!(at("espfd_auth_failures_total{endpoint=\"callback\"}"), 1.0);
         assert_eq!(at("espfd_auth_failures_total{endpoint=\"events\"}"), 0.0);

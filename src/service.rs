@@ -121,6 +121,7 @@ impl Service {
         let ingress = Ingress {
             events_path: config.events_path.clone(),
             auth: config.auth.clone(),
+            event_types: config.event_types.clone(),
             store,
             wakers: pipeline.wakers(),
             observer,
@@ -141,6 +142,14 @@ impl Service {
                 "HTTPS with the certificate in {} (SHA-256 {})",
                 t.files().0.display(),
                 t.fingerprint()
+            );
+        }
+        if !config.event_types.takes_all() {
+            // Each skipped event is logged at debug level only; say once what is skipped.
+            log::info!(
+                "provisioning only event types {}; others are answered 200 and stored as \
+                 skipped (ESPFD_EVENT_TYPES)",
+                config.event_types
             );
         }
         if !config.allow_from.allows_everyone() {

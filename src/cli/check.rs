@@ -13,6 +13,9 @@
 //! API (`GET /espf/v1/groups` with the auth the service uses, and `ESPFD_GROUP` in the list);
 //! the target (an HTTP `OPTIONS`: any HTTP answer means reachable).
 //!
+//! After the configuration's line, an `ok` line says which event types are provisioned
+//! (`ESPFD_EVENT_TYPES`), since a filter that leaves out too much is silent otherwise.
+//!
 //! Exit code: 0 when every check passed, 1 when one failed, 78 for a configuration error
 //! (then nothing else is tried).
 //!
@@ -56,6 +59,7 @@ pub fn run() -> Result<ExitCode, Error> {
         }
     };
     report.ok("configuration");
+    report.ok(&event_types(&config));
     check_state_dir(&mut report, &config);
     if let Some(files) = &config.tls {
         check_tls(&mut report, &files.cert, &files.key);
@@ -93,6 +97,16 @@ pub fn run() -> Result<ExitCode, Error> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The filter in effect, as `check` prints it: `event types: Subscriber/*, SIM/*`.
+fn event_types(config: &Config) -> String {
+    let types = &config.event_types;
+    if types.takes_all() {
+        format!("event types: {types} (every event is provisioned)")
+    } else {
+        format!("event types: {types} (others are stored as skipped; ESPFD_EVENT_TYPES)")
+    }
 }
 
 /// The printed report.

@@ -24,7 +24,9 @@ Usage:
   espfd events replay --failed [--account I_ACCOUNT]
 Options:
   --state-dir DIR   the store's directory (default: ESPFD_STATE_DIR, else /var/lib/espfd)
-States: queued, retry, report (status report owed), in_progress, done, failed.
+States: queued, retry, report (status report owed), in_progress, done, failed,
+  skipped (not provisioned: its type is not in ESPFD_EVENT_TYPES, or nothing to send).
+A skipped event replayed by its I_EVENT is provisioned, whatever ESPFD_EVENT_TYPES says.
 ";
 
 struct Args {
@@ -230,6 +232,12 @@ fn run_into(args: &[String], out: &mut String) -> Result<ExitCode, Error> {
                             r.state
                         )))
                     }
+                    Some(r) if r.state == State::Skipped => say!(
+                        out,
+                        "i_event {id} was skipped ({}); replayed by its id, it goes to the \
+                         connector whatever ESPFD_EVENT_TYPES says",
+                        printable(r.message.as_deref().unwrap_or("no reason recorded"))
+                    ),
                     Some(_) => {}
                 }
             }

@@ -5,10 +5,11 @@
 //! their head before `100 Continue` too) and the 401s of the callback are counted here.
 //!
 //! Replies to ESPF (the README, "What espfd answers ESPF"): 200 once the event is on disk or is a
-//! repeat of a stored `i_event`; 401 for bad credentials; 400 with a one-line reason for a
-//! body that is not a valid event; 413 for a body over the limit (from the HTTP layer);
-//! 404/405 for wrong paths and methods; 503 with `Retry-After` when the store cannot take it.
-//! Never a 500 for bad input.
+//! repeat of a stored `i_event` (an event whose type `ESPFD_EVENT_TYPES` leaves out is stored
+//! too, as `skipped`, and no worker ever sees it); 401 for bad credentials; 400 with a
+//! one-line reason for a body that is not a valid event; 413 for a body over the limit (from
+//! the HTTP layer); 404/405 for wrong paths and methods; 503 with `Retry-After` when the
+//! store cannot take it. Never a 500 for bad input.
 
 mod auth;
 mod health;
@@ -23,10 +24,11 @@ use crossbeam_channel::Sender;
 
 use crate::error::Error;
 use crate::event::Event;
+use crate::filter::EventTypes;
 use crate::http::{Handler, Request, Response};
 use crate::metrics::{AuthEndpoint, Metrics};
 use crate::pipeline::{Step, Wakers};
-use crate::store::{Completed, Completion, Inserted, NewEvent, Store};
+use crate::store::{Completed, Completion, Inserted, NewEvent, State, Store};
 use crate::util::{constant_time_eq, now_ms, Secret, Throttled};
 
 /// Failed-authentication log lines: at most one a second, with a count of the rest, so that
@@ -41,6 +43,8 @@ static CALLBACK_AUTH_LOG: std::sync::Mutex<Throttled> = std::sync::Mutex::new(Th
 pub struct Ingress {
     pub events_path: String,
     pub auth: InboundAuth,
+    /// The event types to provision (`ESPFD_EVENT_TYPES`); others are stored as skipped.
+    pub event_types: EventTypes,
     pub store: Store,
     pub wakers: Wakers,
     pub observer: Option<Sender<Step>>,
@@ -242,22 +246,53 @@ impl Ingress {
             entity: entity.clone(),
             received_at: now_ms(),
         };
-        match self.store.insert(new) {
+        // Left out by the filter: stored all the same (in the same durable commit, so that a
+        // repeat is known as one and `espfd events show` finds it), but as finished.
+        let skipped = (!self.event_types.matches(&ev.event_type)).then(|| {
+            format!(
+                "event type {} is not in ESPFD_EVENT_TYPES ({})",
+                ev.event_type, self.event_types
+            )
+        });
+        let stored = match &skipped {
+            Some(reason) => self.store.insert_skipped(new, reason.clone()),
+            None => self.store.insert(new),
+        };
+        match stored {
             Ok(inserted) => {
-                let repeat = inserted == Inserted::Repeat;
-                if let Inserted::Stored { lane } = inserted {
-                    self.wakers.wake(lane);
-                    log::debug!("i_event={} {} {entity} stored", ev.i_event, ev.event_type);
-                } else {
-                    log::info!("i_event={} repeated delivery; already stored", ev.i_event);
+                match inserted {
+                    Inserted::Stored { lane } => {
+                        self.wakers.wake(lane);
+                        log::debug!("i_event={} {} {entity} stored", ev.i_event, ev.event_type);
+                    }
+                    Inserted::Skipped => {
+                        // Debug, not info: an instance that takes a few types of a busy
+                        // system skips most events; the metric counts them.
+                        self.metrics.event_finished(State::Skipped.as_str());
+                        log::debug!(
+                            "i_event={} {} {entity} stored as skipped: not in ESPFD_EVENT_TYPES",
+                            ev.i_event,
+                            ev.event_type
+                        );
+                    }
+                    Inserted::Repeat => {
+                        log::info!("i_event={} repeated delivery; already stored", ev.i_event)
+                    }
                 }
                 if let Some(o) = &self.observer {
                     let _ = o.send(Step::Received {
                         i_event: ev.i_event,
                         event_type: ev.event_type,
                         entity,
-                        repeat,
+                        repeat: inserted == Inserted::Repeat,
                     });
+                    if let (Inserted::Skipped, Some(message)) = (inserted, skipped) {
+                        let _ = o.send(Step::Finished {
+                            i_event: ev.i_event,
+                            state: State::Skipped.as_str(),
+                            message,
+                        });
+                    }
                 }
                 Response::text(200, "OK")
             }

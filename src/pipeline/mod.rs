@@ -72,7 +72,7 @@ pub enum Step {
         delay_ms: i64,
         reason: String,
     },
-    /// The event reached a final state (`done`, `failed` or `in_progress`).
+    /// The event reached a final state (`done`, `failed`, `in_progress` or `skipped`).
     Finished {
         i_event: i64,
         state: &'static str,

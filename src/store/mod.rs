@@ -17,7 +17,8 @@
 //!
 //! Event states ([`State`]): `queued` (to process), `retry` (waiting for `next_at`), `report`
 //! (the target is done, the status report to ESPF is still owed), and the final `done`,
-//! `failed`, `in_progress` (the target accepted and will call back).
+//! `failed`, `in_progress` (the target accepted and will call back), `skipped` (not for this
+//! connector: stored so at intake when `ESPFD_EVENT_TYPES` leaves it out, or by a worker).
 //!
 //! A target's completion callback can arrive before the event is `in_progress`: while the
 //! delivery that the target answers 202 is still in flight, or while the IN_PROGRESS report
@@ -88,6 +89,8 @@ pub struct NewEvent {
 pub enum Inserted {
     /// Newly stored, on this lane.
     Stored { lane: usize },
+    /// Newly stored as `skipped` ([`Store::insert_skipped`]); no worker will see it.
+    Skipped,
     /// This `i_event` was already stored; nothing changed.
     Repeat,
 }
@@ -374,8 +377,20 @@ impl Store {
     /// Stores an event durably, or finds it is a repeat. Never waits for queue space: a full
     /// queue is [`Error::Overloaded`].
     pub fn insert(&self, ev: NewEvent) -> Result<Inserted, Error> {
+        self.insert_as(ev, None)
+    }
+
+    /// Stores an event durably as `skipped` (finished, never seen by a worker), with
+    /// `reason` as its message and in its attempts, or finds it is a repeat; as
+    /// [`Store::insert`] otherwise. Storing it keeps repeats recognised and the event
+    /// visible to `espfd events`.
+    pub fn insert_skipped(&self, ev: NewEvent, reason: String) -> Result<Inserted, Error> {
+        self.insert_as(ev, Some(reason))
+    }
+
+    fn insert_as(&self, ev: NewEvent, skipped: Option<String>) -> Result<Inserted, Error> {
         let (tx, rx) = bounded(1);
-        match self.ops.try_send(Op::Insert(ev, tx)) {
+        match self.ops.try_send(Op::Insert(ev, skipped, tx)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(Error::Overloaded),
             Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
@@ -405,8 +420,8 @@ impl Store {
         rx.recv().unwrap_or(Err(Error::Closed))
     }
 
-    /// Deletes events that are finished (done or failed) since before `before` (unix ms),
-    /// with their attempts, at most [`PURGE_BATCH`] per call; returns how many went.
+    /// Deletes events that are finished (done, failed or skipped) since before `before`
+    /// (unix ms), with their attempts, at most [`PURGE_BATCH`] per call; returns how many went.
     pub fn purge(&self, before: i64) -> Result<usize, Error> {
         let (tx, rx) = bounded(1);
         self.ops

@@ -17,9 +17,11 @@ use crate::event::Event;
 /// What `espfd events replay` puts back in line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replay {
-    /// One event (any finished state).
+    /// One event (any finished state). A skipped one is then processed like any other:
+    /// `ESPFD_EVENT_TYPES` is applied at intake only, and naming the event is the operator's
+    /// decision to provision it.
     One(i64),
-    /// Every failed event, optionally only those of one account.
+    /// Every failed event, optionally only those of one account (never skipped ones).
     Failed { i_account: Option<i64> },
 }
 
@@ -196,7 +198,12 @@ impl Reader {
                 Replay::One(i) => (
                     format!(
                         "SELECT i_event FROM events WHERE i_event = ?1 AND state IN {}",
-                        State::sql_in(&[State::Done, State::Failed, State::InProgress])
+                        State::sql_in(&[
+                            State::Done,
+                            State::Failed,
+                            State::InProgress,
+                            State::Skipped
+                        ])
                     ),
                     Some(i.to_string()),
                 ),

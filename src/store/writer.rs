@@ -21,7 +21,8 @@ use crate::error::Error;
 const MAX_BATCH: usize = 2048;
 
 pub(super) enum Op {
-    Insert(NewEvent, Sender<Result<Inserted, Error>>),
+    /// Store an event; with a reason, as `skipped` (finished at once, for no worker).
+    Insert(NewEvent, Option<String>, Sender<Result<Inserted, Error>>),
     Update(Update, Sender<Result<Early, Error>>),
     Complete(Completion, Sender<Result<Completed, Error>>),
     /// Delete finished events that finished before this time (unix ms).
@@ -100,9 +101,8 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize, in_flight: 
         let body = (|| -> Result<(), Error> {
             for op in batch.iter() {
                 match op {
-                    Op::Insert(ev, _) => {
-                        results.push(insert_one(conn, ev, lanes).map(Done::Inserted))
-                    }
+                    Op::Insert(ev, skipped, _) => results
+                        .push(insert_one(conn, ev, skipped.as_deref(), lanes).map(Done::Inserted)),
                     Op::Update(up, _) => results.push(Ok(Done::Updated(update_one(conn, up)?))),
                     Op::Complete(c, _) => {
                         results.push(complete_one(conn, c, in_flight).map(Done::Completed))
@@ -133,7 +133,7 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize, in_flight: 
             Err(e) => Err(store_err_again(e)),
         };
         match op {
-            Op::Insert(_, reply) => {
+            Op::Insert(_, _, reply) => {
                 let _ = reply.send(result.map(|d| match d {
                     Done::Inserted(i) => i,
                     _ => Inserted::Repeat,
@@ -349,14 +349,26 @@ fn store_err_again(e: &Error) -> Error {
     }
 }
 
-fn insert_one(conn: &Connection, ev: &NewEvent, lanes: usize) -> Result<Inserted, Error> {
+/// Stores `ev` as `queued`, or, with a reason, as `skipped`: finished now (so the janitor
+/// purges it like a done one), the reason as its message and as a line in its attempts.
+fn insert_one(
+    conn: &Connection,
+    ev: &NewEvent,
+    skipped: Option<&str>,
+    lanes: usize,
+) -> Result<Inserted, Error> {
     let mut stmt = conn
         .prepare_cached(
-            "INSERT INTO events (i_event, event_type, body, entity, lane, state, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?6) ON CONFLICT(i_event) DO NOTHING",
+            "INSERT INTO events (i_event, event_type, body, entity, lane, state, received_at,
+                                 message, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?6, ?8, ?9) ON CONFLICT(i_event) DO NOTHING",
         )
         .map_err(db_err("insert"))?;
     let lane = lane_of(&ev.entity, lanes);
+    let (state, finished_at) = match skipped {
+        Some(_) => (State::Skipped, Some(crate::util::now_ms())),
+        None => (State::Queued, None),
+    };
     let n = stmt
         .execute(params![
             ev.i_event,
@@ -365,14 +377,19 @@ fn insert_one(conn: &Connection, ev: &NewEvent, lanes: usize) -> Result<Inserted
             ev.entity,
             lane as i64,
             ev.received_at,
-            State::Queued
+            state,
+            skipped,
+            finished_at
         ])
         .map_err(db_err("insert"))?;
-    Ok(if n == 1 {
-        Inserted::Stored { lane }
-    } else {
-        Inserted::Repeat
-    })
+    if n == 0 {
+        return Ok(Inserted::Repeat);
+    }
+    let Some(reason) = skipped else {
+        return Ok(Inserted::Stored { lane });
+    };
+    log_attempt(conn, ev.i_event, "SKIPPED", reason)?;
+    Ok(Inserted::Skipped)
 }
 
 fn update_one(conn: &Connection, up: &Update) -> Result<Early, Error> {

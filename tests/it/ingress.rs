@@ -168,6 +168,7 @@ fn store_unavailable_gets_503_with_retry_after() {
     let ingress = Ingress {
         events_path: "/events".into(),
         auth: InboundAuth::None,
+        event_types: config.event_types.clone(),
         store: store.clone(),
         wakers: espfd::pipeline::Wakers::unconnected(1),
         observer: None,

@@ -11,6 +11,7 @@ mod contrib;
 mod control_chars;
 mod damaged_store;
 mod failures;
+mod filter;
 mod flood;
 mod flow;
 mod freeradius;

@@ -98,6 +98,7 @@ pub const VARS: &[Var] = &[
     var("ESPFD_RETENTION", Some("30d"), "how long finished events (done, failed, skipped) stay in the store before they are deleted"),
     var("ESPFD_RETRY_INITIAL", Some("2s"), "delay before the first retry; each further retry waits twice as long (with jitter)"),
     var("ESPFD_RETRY_MAX_DELAY", Some("10m"), "longest delay between two retries"),
+    var("ESPFD_BREAKER_FAILURES", Some("5"), "transient failures in a row after which an upstream (portabilling, target, espf) counts as down: one probe at a time (every 1-5 s) until it answers, and no attempts spent meanwhile"),
     var("ESPFD_SHUTDOWN_GRACE", Some("10s"), "on SIGTERM/SIGINT, time allowed for work in flight before it is left in the store for the next start"),
     var("ESPFD_MAX_CONNECTIONS", Some("256"), "most simultaneous inbound connections; at it, the oldest idle one is closed to make room, else new ones get 503"),
     var("ESPFD_MAX_CONNECTIONS_PER_ADDR", Some("64"), "most simultaneous inbound connections from one client address (same rule at it); behind a proxy set it to ESPFD_MAX_CONNECTIONS"),
@@ -601,6 +602,7 @@ impl RawConfig {
             retention: self.duration("ESPFD_RETENTION")?,
             retry_initial: self.duration("ESPFD_RETRY_INITIAL")?,
             retry_max_delay: self.duration("ESPFD_RETRY_MAX_DELAY")?,
+            breaker_failures: self.number("ESPFD_BREAKER_FAILURES", 1, 1000)? as u32,
             limits: self.limits()?,
             log_format,
             redact,
@@ -639,6 +641,8 @@ pub struct Config {
     pub retention: Duration,
     pub retry_initial: Duration,
     pub retry_max_delay: Duration,
+    /// `ESPFD_BREAKER_FAILURES`.
+    pub breaker_failures: u32,
     pub limits: Limits,
     pub log_format: LogFormat,
     /// Field names whose values are hidden in logs (lower-case; empty for `none`).

@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::metrics::{Call, Metrics};
 use crate::outbound::{self, Failure};
 use crate::portabilling::{PbClient, PbError};
+use crate::upstream::{Admit, Upstream};
 use crate::util::{base64_encode, form_encode, truncate_chars, Secret};
 
 /// Longest status message ESPF accepts.
@@ -211,17 +212,32 @@ impl EspfClient {
         let mut renewed = false;
         loop {
             let (auth, generation) = self.authorization().map_err(|e| e.into_failure("login"))?;
+            let breaker = &self.pb.upstreams().espf;
+            if let Admit::Down(why) = breaker.admit() {
+                return Err(Failure::down(Upstream::Espf, &why));
+            }
             let _timer = self.metrics.timer(Call::Espf);
-            let mut resp = self
+            let sent = self
                 .agent
                 .post(&url)
                 .header("Content-Type", content_type)
                 .header("Authorization", auth)
-                .send(body.as_str())
-                .map_err(|e| Failure::transient(format!("ESPF status API: {e}")))?;
+                .send(body.as_str());
+            let mut resp = match sent {
+                Ok(resp) => resp,
+                Err(e) => {
+                    let why = e.to_string();
+                    breaker.failure(&why);
+                    return Err(
+                        Failure::transient(format!("ESPF status API: {why}")).from(Upstream::Espf)
+                    );
+                }
+            };
             let code = resp.status().as_u16();
             let text = outbound::body_text(&mut resp, 64 * 1024).unwrap_or_default();
             if code == 401 && !renewed && generation.is_some() {
+                // It answered; the session is what failed.
+                breaker.success();
                 renewed = true;
                 self.pb
                     .renew(generation)
@@ -232,6 +248,10 @@ impl EspfClient {
             let verdict = match Judge::default().verdict(code) {
                 Verdict::Permanent if code == 401 => Verdict::Transient,
                 v => v,
+            };
+            match verdict {
+                Verdict::Transient => breaker.failure(&format!("HTTP {code}")),
+                _ => breaker.success(),
             };
             match verdict {
                 Verdict::Ok => return Ok(()),
@@ -245,13 +265,14 @@ impl EspfClient {
                             .get("retry-after")
                             .and_then(|v| v.to_str().ok()),
                     );
-                    return Err(f);
+                    return Err(f.from(Upstream::Espf));
                 }
                 Verdict::Permanent => {
                     return Err(Failure::permanent(format!(
                         "ESPF status API refused the report: HTTP {code}: {}",
                         first_line(&text)
-                    )))
+                    ))
+                    .from(Upstream::Espf))
                 }
             }
         }

@@ -29,4 +29,5 @@ pub mod redact;
 pub mod service;
 pub mod sim;
 pub mod store;
+pub mod upstream;
 pub mod util;

@@ -26,6 +26,7 @@ pub const NAMES: &[&str] = &[
     "espfd_backlog",
     "espfd_oldest_pending_age_seconds",
     "espfd_portabilling_last_answer_age_seconds",
+    "espfd_upstream_up",
     "espfd_logins_total",
     "espfd_call_duration_seconds",
     "espfd_auth_failures_total",
@@ -297,6 +298,8 @@ pub struct Gauges {
     pub oldest_pending_age_seconds: Option<f64>,
     /// Seconds since PortaBilling last answered this process.
     pub portabilling_last_answer_age_seconds: Option<f64>,
+    /// Each upstream's name and whether it is up (its breaker closed).
+    pub upstream_up: Vec<(&'static str, bool)>,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -402,6 +405,22 @@ impl Metrics {
                 "espfd_portabilling_last_answer_age_seconds {}",
                 fmt_f64(age)
             );
+        }
+
+        if !g.upstream_up.is_empty() {
+            header(
+                &mut out,
+                "espfd_upstream_up",
+                "gauge",
+                "1 while the upstream (portabilling, target, espf) is up, 0 while its breaker is open (down, probed every 1-5 s).",
+            );
+            for (name, up) in &g.upstream_up {
+                let _ = writeln!(
+                    out,
+                    "espfd_upstream_up{{upstream=\"{name}\"}} {}",
+                    u8::from(*up)
+                );
+            }
         }
 
         header(
@@ -540,6 +559,7 @@ mod tests {
             backlog: Some(3),
             oldest_pending_age_seconds: Some(1.5),
             portabilling_last_answer_age_seconds: None,
+            upstream_up: vec![("portabilling", true), ("target", false)],
         });
         let at = |s: &str| value(&after, s);
         // An unusual code appears once it has been seen; a usual one shows while zero.
@@ -580,6 +600,8 @@ mod tests {
         assert_eq!(at(&le("0.05")), 1.0);
         assert_eq!(at(&le("30")), 1.0);
         assert_eq!(at(&le("+Inf")), 2.0);
+        assert_eq!(at("espfd_upstream_up{upstream=\"portabilling\"}"), 1.0);
+        assert_eq!(at("espfd_upstream_up{upstream=\"target\"}"), 0.0);
         assert_eq!(value(&after, "espfd_backlog"), 3.0);
         assert_eq!(value(&after, "espfd_oldest_pending_age_seconds"), 1.5);
         assert!(!after.contains("espfd_portabilling_last_answer_age_seconds "));

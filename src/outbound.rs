@@ -8,6 +8,7 @@ use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::Agent;
 
 use crate::error::Error;
+use crate::upstream::Upstream;
 
 /// Builds an agent with explicit timeouts, a connection pool of at least `pool` idle
 /// connections per host, and either the public web roots or the CAs of `ca_file`.
@@ -83,6 +84,11 @@ pub struct Failure {
     pub message: String,
     /// The server asked for this delay before the next try.
     pub retry_after: Option<Duration>,
+    /// The upstream that failed, when the caller knows it (`None`: the target).
+    pub upstream: Option<Upstream>,
+    /// Nothing was sent: this upstream is down (its breaker is open). The event was not
+    /// attempted and spends no attempt.
+    pub down: bool,
 }
 
 impl Failure {
@@ -92,6 +98,27 @@ impl Failure {
             transient: true,
             message: message.into(),
             retry_after: None,
+            upstream: None,
+            down: false,
+        }
+    }
+
+    /// Not sent, because `upstream` is down; `why` it went down.
+    pub fn down(upstream: Upstream, why: &str) -> Failure {
+        Failure {
+            upstream: Some(upstream),
+            down: true,
+            ..Failure::transient(format!(
+                "{upstream} down ({why}); waiting for it to come back"
+            ))
+        }
+    }
+
+    /// The same failure, blamed on `upstream`.
+    pub fn from(self, upstream: Upstream) -> Failure {
+        Failure {
+            upstream: Some(upstream),
+            ..self
         }
     }
 
@@ -99,8 +126,7 @@ impl Failure {
     pub fn permanent(message: impl Into<String>) -> Failure {
         Failure {
             transient: false,
-            message: message.into(),
-            retry_after: None,
+            ..Failure::transient(message)
         }
     }
 }

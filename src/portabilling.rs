@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::event::{EntityKind, EntityRef};
 use crate::metrics::{Call, Metrics};
 use crate::outbound::{self, Failure};
+use crate::upstream::{Admit, Upstream, Upstreams, DEFAULT_BREAKER_FAILURES};
 use crate::util::{now_ms, parse_utc};
 
 /// Faultcodes that mean "the session is not valid": log in again and retry once.
@@ -84,12 +85,14 @@ pub enum PbError {
     Fault { code: String, text: String },
     /// Session/login was refused (wrong login, password or token; locked out).
     LoginRefused { code: String, text: String },
+    /// Not sent: PortaBilling is down (its breaker is open); why it went down.
+    Down(String),
 }
 
 impl PbError {
     /// Classifies the error for the pipeline.
     pub fn into_failure(self, what: &str) -> Failure {
-        match self {
+        let failure = match self {
             PbError::Transport(m) => Failure::transient(format!("PortaBilling {what}: {m}")),
             PbError::Fault { code, text } => {
                 Failure::permanent(format!("PortaBilling {what}: {code}: {text}"))
@@ -99,7 +102,9 @@ impl PbError {
             PbError::LoginRefused { code, text } => Failure::transient(format!(
                 "PortaBilling login refused ({code}: {text}); check ESPFD_PB_LOGIN and ESPFD_PB_PASSWORD/ESPFD_PB_TOKEN"
             )),
-        }
+            PbError::Down(why) => return Failure::down(Upstream::PortaBilling, &why),
+        };
+        failure.from(Upstream::PortaBilling)
     }
 }
 
@@ -132,6 +137,8 @@ pub struct PbClient {
     unreachable: Mutex<Option<(i64, String)>>,
     /// Where logins and call durations are counted.
     metrics: Arc<Metrics>,
+    /// The breakers: PortaBilling's gates every call made here.
+    upstreams: Arc<Upstreams>,
 }
 
 /// The last refused login, and until when no new attempt is made.
@@ -169,6 +176,7 @@ impl PbClient {
             answered_at: AtomicI64::new(0),
             unreachable: Mutex::new(None),
             metrics: Arc::new(Metrics::new()),
+            upstreams: Arc::new(Upstreams::new(DEFAULT_BREAKER_FAILURES)),
         })
     }
 
@@ -335,6 +343,10 @@ impl PbClient {
         body: &Value,
         bearer: Option<&str>,
     ) -> Result<Value, PbError> {
+        let breaker = &self.upstreams.portabilling;
+        if let Admit::Down(why) = breaker.admit() {
+            return Err(PbError::Down(why));
+        }
         let result = self.post_once(service, method, body, bearer);
         let mut unreachable = lock(&self.unreachable);
         match &result {
@@ -342,10 +354,25 @@ impl PbClient {
                 if unreachable.is_none() {
                     *unreachable = Some((now_ms(), why.clone()));
                 }
+                breaker.failure(why);
             }
-            _ => *unreachable = None,
+            _ => {
+                *unreachable = None;
+                breaker.success();
+            }
         }
         result
+    }
+
+    /// Shares the service's upstream breakers (by default the client has its own).
+    pub fn with_upstreams(mut self, upstreams: Arc<Upstreams>) -> PbClient {
+        self.upstreams = upstreams;
+        self
+    }
+
+    /// The breakers this client reports to.
+    pub fn upstreams(&self) -> &Arc<Upstreams> {
+        &self.upstreams
     }
 
     fn post_once(

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Ctx, Pipeline, RetryPolicy, Step};
 use crate::portabilling::PbClient;
 use crate::store::{Store, WriterThread};
+use crate::upstream::Upstreams;
 
 /// A running espfd.
 pub struct Service {
@@ -92,7 +93,11 @@ impl Service {
         let (store, writer) = Store::open(&config.state_dir, config.workers)?;
         // This service's counters: every part that counts is handed the one registry.
         let metrics = Arc::new(Metrics::new());
-        let pb = Arc::new(PbClient::new(&config.pb)?.with_metrics(metrics.clone()));
+        let pb = Arc::new(
+            PbClient::new(&config.pb)?
+                .with_metrics(metrics.clone())
+                .with_upstreams(Arc::new(Upstreams::new(config.breaker_failures))),
+        );
         let espf = EspfClient::new(&config.espf, pb.clone())?.with_metrics(metrics.clone());
         let connector = Connector::new(&config.connector, pb.clone())?;
         let ctx = Arc::new(Ctx {

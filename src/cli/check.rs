@@ -300,7 +300,7 @@ fn check_portabilling(report: &mut Report, config: &Config) -> Option<(Arc<PbCli
             report.fail(&what, &reason, secret_var(config));
             return Some((pb, false));
         }
-        Err(PbError::Transport(m)) => {
+        Err(PbError::Transport(m) | PbError::Down(m)) => {
             let var = transport_var(&m, "ESPFD_PB_URL");
             report.fail(&what, &m, var);
             return Some((pb, false));
@@ -324,7 +324,7 @@ fn check_portabilling(report: &mut Report, config: &Config) -> Option<(Arc<PbCli
         Err(PbError::LoginRefused { code, text }) => {
             report.fail(what, &format!("login refused ({code}: {text})"), secret_var(config))
         }
-        Err(PbError::Transport(m)) => {
+        Err(PbError::Transport(m) | PbError::Down(m)) => {
             let var = transport_var(&m, "ESPFD_PB_URL");
             report.fail(what, &m, var)
         }

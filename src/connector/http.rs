@@ -69,9 +69,8 @@ pub(super) fn judge(judge: &Judge, reply: &Reply) -> Outcome {
             text
         }),
         Verdict::Transient => Outcome::Failed(Failure {
-            transient: true,
-            message: with_code(reply.status, &text),
             retry_after: reply.retry_after,
+            ..Failure::transient(with_code(reply.status, &text))
         }),
         Verdict::Permanent => Outcome::Failed(Failure::permanent(with_code(reply.status, &text))),
     }

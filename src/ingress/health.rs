@@ -29,6 +29,7 @@ use crate::http::Response;
 use crate::metrics::{Gauges, Metrics};
 use crate::portabilling::PbClient;
 use crate::store::{Reader, Store};
+use crate::upstream::Upstream;
 use crate::util::now_ms;
 
 /// Age of PortaBilling's last answer past which `/readyz` probes it.
@@ -111,6 +112,10 @@ impl Health {
                 .pb
                 .last_answer_ms()
                 .map(|t| (now - t).max(0) as f64 / 1000.0),
+            upstream_up: Upstream::ALL
+                .iter()
+                .map(|&u| (u.name(), self.pb.upstreams().get(u).down().is_none()))
+                .collect(),
         };
         let mut resp = Response::text(200, self.metrics.render(&gauges));
         resp.headers = vec![("Content-Type".into(), PROMETHEUS_TEXT.into())];
@@ -134,6 +139,12 @@ impl Health {
             return Some(format!("event store not writable: {e}"));
         }
         let now = now_ms();
+        if let Some((since, why)) = self.pb.upstreams().portabilling.down() {
+            return Some(format!(
+                "portabilling down for {} s ({why}); probing every 1-5 s",
+                (now - since).max(0) / 1000
+            ));
+        }
         if let Some((since, why)) = self.pb.unreachable() {
             self.start_probe(now);
             return Some(format!(

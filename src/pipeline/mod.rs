@@ -32,8 +32,9 @@ use crate::espf::EspfClient;
 use crate::metrics::Metrics;
 use crate::portabilling::PbClient;
 use crate::store::Store;
+use crate::upstream::Upstream;
 use crate::util::now_ms;
-use worker::{expire, process};
+use worker::{blocked_on, expire, process, resume_closed};
 
 /// Events fetched per store query.
 const BATCH: usize = 64;
@@ -141,19 +142,25 @@ impl Pipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let mut senders = Vec::with_capacity(lanes);
         let mut workers = Vec::with_capacity(lanes);
-        for lane in 0..lanes {
+        let mut receivers = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
             let (tx, rx) = bounded::<()>(1);
             senders.push(tx);
+            receivers.push(rx);
+        }
+        let wakers = Wakers(Arc::new(senders));
+        for (lane, rx) in receivers.into_iter().enumerate() {
             let ctx = ctx.clone();
             let stop = stop.clone();
+            let wakers = wakers.clone();
             workers.push(
                 thread::Builder::new()
                     .name(format!("worker-{lane}"))
-                    .spawn(move || worker(lane, &ctx, &rx, &stop))?,
+                    .spawn(move || worker(lane, &ctx, &rx, &stop, &wakers))?,
             );
         }
         Ok(Pipeline {
-            wakers: Wakers(Arc::new(senders)),
+            wakers,
             stop,
             workers,
         })
@@ -187,7 +194,7 @@ impl Pipeline {
     }
 }
 
-fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool) {
+fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool, wakers: &Wakers) {
     let reader = loop {
         match ctx.store.reader() {
             Ok(r) => break r,
@@ -200,7 +207,20 @@ fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool) {
             }
         }
     };
+    // The upstream this lane's next event needs and found down.
+    let mut blocked: Option<Upstream> = None;
     while !stop.load(Ordering::SeqCst) {
+        resume_closed(ctx, || wakers.wake_all());
+        if let Some(u) = blocked {
+            let breaker = ctx.pb.upstreams().get(u);
+            if breaker.blocked() {
+                // Wakes from the ingress cost a look at the breaker, not a store query.
+                let wait = breaker.until_probe().unwrap_or(IDLE_POLL).min(IDLE_POLL);
+                let _ = wake.recv_timeout(wait.max(Duration::from_millis(10)));
+                continue;
+            }
+            blocked = None;
+        }
         let now = now_ms();
         let rows = match reader.due(lane, now, BATCH) {
             Ok(rows) => rows,
@@ -231,7 +251,12 @@ fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool) {
             if stop.load(Ordering::SeqCst) {
                 return;
             }
-            process(ctx, &row);
+            blocked = blocked_on(ctx, &row).or_else(|| process(ctx, &row));
+            if blocked.is_some() {
+                // Its entity's later events wait behind it; the rest of the batch is
+                // read again once the upstream is back or a probe is due.
+                break;
+            }
         }
     }
 }

@@ -13,10 +13,13 @@ use crate::event::Event;
 use crate::metrics::Call;
 use crate::outbound::Failure;
 use crate::store::{Early, State, StoredEvent, Update};
+use crate::upstream::{Admit, Upstream};
 use crate::util::now_ms;
 
-/// Handles one event: a full attempt, or only the status report still owed.
-pub(super) fn process(ctx: &Ctx, row: &StoredEvent) {
+/// Handles one event: a full attempt, or only the status report still owed. Returns the
+/// upstream that is down when the event could not be tried for it: nothing was recorded,
+/// and the lane waits for that upstream.
+pub(super) fn process(ctx: &Ctx, row: &StoredEvent) -> Option<Upstream> {
     let ev = match &row.event {
         Ok(ev) => ev,
         Err(reason) => {
@@ -25,7 +28,7 @@ pub(super) fn process(ctx: &Ctx, row: &StoredEvent) {
             log::error!("i_event={} {message}", row.i_event);
             let failed = Update::new(row, State::Failed, Status::Failed.as_str(), &message);
             let _ = save(ctx, failed);
-            return;
+            return None;
         }
     };
     if row.state == State::Report {
@@ -36,7 +39,7 @@ pub(super) fn process(ctx: &Ctx, row: &StoredEvent) {
             .unwrap_or(Status::Failed);
         let message = row.message.clone().unwrap_or_default();
         conclude(ctx, row, ev, row.attempts, status, message);
-        return;
+        return None;
     }
 
     let attempt = row.attempts + 1;
@@ -46,6 +49,13 @@ pub(super) fn process(ctx: &Ctx, row: &StoredEvent) {
         Ok(outcome) => outcome,
         Err(f) => Outcome::Failed(f),
     };
+    if let Outcome::Failed(f) = &outcome {
+        if f.down {
+            // Not tried: spends no attempt, keeps its place; the lane waits.
+            log::debug!("i_event={} waits: {}", ev.i_event, f.message);
+            return f.upstream;
+        }
+    }
     let outcome_text = match &outcome {
         Outcome::Done(m) => format!("OK: {m}"),
         Outcome::Accepted(m) => format!("IN_PROGRESS: {m}"),
@@ -78,6 +88,7 @@ pub(super) fn process(ctx: &Ctx, row: &StoredEvent) {
             }
         }
     }
+    None
 }
 
 /// An IN_PROGRESS event whose completion callback did not come in time: FAILED.
@@ -108,8 +119,64 @@ fn attempt_once(
         });
     }
     let context = Context::new(ev, row.received_at, attempt, &ctx.group, record);
-    let _timer = ctx.metrics.timer(Call::Target);
-    Ok(ctx.connector.deliver(&context))
+    let breaker = &ctx.pb.upstreams().target;
+    let admit = breaker.admit();
+    if let Admit::Down(why) = &admit {
+        return Err(Failure::down(Upstream::Target, why));
+    }
+    let outcome = {
+        let _timer = ctx.metrics.timer(Call::Target);
+        ctx.connector.deliver(&context)
+    };
+    match &outcome {
+        // PortaBilling (a template's pb()) failed, not the target.
+        Outcome::Failed(f) if f.upstream.is_some_and(|u| u != Upstream::Target) => {
+            if admit == Admit::Probe {
+                breaker.release();
+            }
+        }
+        Outcome::Failed(f) if f.transient => {
+            breaker.failure(crate::util::truncate_chars(&f.message, 200));
+        }
+        _ => {
+            breaker.success();
+        }
+    }
+    Ok(outcome)
+}
+
+/// Whether `row` cannot be tried now because an upstream it needs is down (and no probe
+/// of it may start yet); which one.
+pub(super) fn blocked_on(ctx: &Ctx, row: &StoredEvent) -> Option<Upstream> {
+    let up = ctx.pb.upstreams();
+    let needs: &[Upstream] = match (&row.event, row.state) {
+        (Err(_), _) => &[],
+        (_, State::Report) => &[Upstream::Espf],
+        (Ok(ev), _) if ev.entity.is_some() => &[Upstream::PortaBilling, Upstream::Target],
+        (Ok(_), _) => &[Upstream::Target],
+    };
+    needs.iter().copied().find(|u| up.get(*u).blocked())
+}
+
+/// Once per breaker that closed: makes that upstream's waiting events due at once, says so,
+/// and wakes every lane.
+pub(super) fn resume_closed(ctx: &Ctx, wake_all: impl Fn()) {
+    for u in Upstream::ALL {
+        let Some(down_ms) = ctx.pb.upstreams().get(u).take_closed() else {
+            continue;
+        };
+        match ctx.store.resume(u) {
+            Ok(n) => log::info!(
+                "{u} back after {} s; {n} events resumed",
+                (down_ms + 500) / 1000
+            ),
+            Err(e) => log::error!(
+                "{u} back after {} s; its waiting events stay on their backoff: {e}",
+                (down_ms + 500) / 1000
+            ),
+        }
+        wake_all();
+    }
 }
 
 /// Reports the status (for events naming an account) and records the end of the event.
@@ -130,6 +197,7 @@ fn conclude(
     let mut state = final_state;
     let mut next_at = 0;
     let mut attempts = attempt;
+    let mut upstream = None;
     if let Some(i_account) = ev.i_account() {
         match ctx.espf.report(i_account, status, &message) {
             Ok(()) => {
@@ -145,11 +213,13 @@ fn conclude(
                 });
             }
             Err(f) if f.transient && !ctx.retry.gives_up(now_ms() - row.attempts_since()) => {
-                attempts = if row.state == State::Report {
+                // A report not even tried (the ESPF API is down) spends no attempt.
+                attempts = if row.state == State::Report && !f.down {
                     attempt + 1
                 } else {
                     attempt
                 };
+                upstream = Some(f.upstream.unwrap_or(Upstream::Espf));
                 let delay = ctx.retry.backoff(attempts, f.retry_after);
                 log::warn!(
                     "i_event={} status {} not reported yet ({}); next try in {} ms",
@@ -181,6 +251,7 @@ fn conclude(
         Update {
             attempts,
             next_at,
+            upstream,
             ..Update::new(row, state, status.as_str(), &message)
         },
     );
@@ -285,6 +356,7 @@ fn retry_later(ctx: &Ctx, row: &StoredEvent, ev: &Event, attempt: i64, f: &Failu
             attempts: attempt,
             next_at: now_ms() + delay,
             retry_reported,
+            upstream: Some(f.upstream.unwrap_or(Upstream::Target)),
             ..retry
         },
     );

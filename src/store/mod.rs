@@ -44,11 +44,12 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use rusqlite::Connection;
 
-use schema::{quick_check, relane, schema};
+use schema::{migrate, quick_check, relane, schema};
 use writer::Op;
 
 use crate::error::Error;
 use crate::event::Event;
+use crate::upstream::Upstream;
 use crate::util::fnv1a;
 
 /// Most events one purge deletes, so that one transaction never holds the writer long.
@@ -111,6 +112,9 @@ pub struct Update {
     pub retry_reported: bool,
     /// A row for the attempts table: (outcome, detail).
     pub attempt_log: Option<(String, String)>,
+    /// The upstream whose failure the event waits out (retry, report): when it comes back,
+    /// the event is made due at once ([`Store::resume`]).
+    pub upstream: Option<Upstream>,
 }
 
 impl Update {
@@ -129,6 +133,7 @@ impl Update {
             message: Some(message.to_string()),
             retry_reported: event.retry_reported,
             attempt_log: Some((status.to_string(), message.to_string())),
+            upstream: None,
         }
     }
 }
@@ -323,6 +328,7 @@ impl Store {
             .map_err(db_err("set synchronous"))?;
         conn.execute_batch(&schema())
             .map_err(db_err("create schema"))?;
+        migrate(&conn)?;
         relane(&conn, lanes)?;
 
         let in_flight = InFlight::default();
@@ -436,6 +442,15 @@ impl Store {
         let (tx, rx) = bounded(1);
         self.ops
             .send(Op::Update(up, tx))
+            .map_err(|_| Error::Closed)?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Makes due at once every event waiting because `upstream` failed; returns how many.
+    pub fn resume(&self, upstream: Upstream) -> Result<usize, Error> {
+        let (tx, rx) = bounded(1);
+        self.ops
+            .send(Op::Resume(upstream.name(), tx))
             .map_err(|_| Error::Closed)?;
         rx.recv().unwrap_or(Err(Error::Closed))
     }

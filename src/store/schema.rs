@@ -106,6 +106,19 @@ impl FromSql for State {
     }
 }
 
+/// Brings a store file written by an earlier release up to [`schema`]'s columns.
+pub(super) fn migrate(conn: &Connection) -> Result<(), Error> {
+    let has_upstream: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'upstream'")
+        .and_then(|mut s| s.exists([]))
+        .map_err(db_err("migrate"))?;
+    if !has_upstream {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN upstream TEXT")
+            .map_err(db_err("migrate"))?;
+    }
+    Ok(())
+}
+
 /// The tables and indexes, created if missing.
 pub(super) fn schema() -> String {
     let open = State::sql_in(&State::OPEN);
@@ -128,7 +141,8 @@ CREATE TABLE IF NOT EXISTS events (
     message      TEXT,
     retry_reported INTEGER NOT NULL DEFAULT 0,
     finished_at  INTEGER,
-    replayed_at  INTEGER                -- unix ms of the last `espfd events replay`
+    replayed_at  INTEGER,               -- unix ms of the last `espfd events replay`
+    upstream     TEXT                   -- portabilling, target, espf: whose failure it waits out
 );
 CREATE INDEX IF NOT EXISTS events_open_lane ON events(lane, seq)
     WHERE state IN {open};

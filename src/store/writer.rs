@@ -27,6 +27,8 @@ pub(super) enum Op {
     Complete(Completion, Sender<Result<Completed, Error>>),
     /// Delete finished events that finished before this time (unix ms).
     Purge(i64, Sender<Result<usize, Error>>),
+    /// Make due at once the open events whose last failure came from this upstream.
+    Resume(&'static str, Sender<Result<usize, Error>>),
     /// Apply what came before, then exit.
     Stop,
 }
@@ -110,6 +112,9 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize, in_flight: 
                     Op::Purge(before, _) => {
                         results.push(purge_some(conn, *before).map(Done::Purged))
                     }
+                    Op::Resume(upstream, _) => {
+                        results.push(resume(conn, upstream).map(Done::Purged))
+                    }
                     Op::Stop => results.push(Ok(Done::Nothing)),
                 }
             }
@@ -151,7 +156,7 @@ fn apply_batch(conn: &Connection, batch: &mut Vec<Op>, lanes: usize, in_flight: 
                     _ => Completed::NotFound,
                 }));
             }
-            Op::Purge(_, reply) => {
+            Op::Purge(_, reply) | Op::Resume(_, reply) => {
                 let _ = reply.send(result.map(|d| match d {
                     Done::Purged(n) => n,
                     _ => 0,
@@ -392,12 +397,25 @@ fn insert_one(
     Ok(Inserted::Skipped)
 }
 
+/// Makes due now the events waiting (retry, or a report owed) because of `upstream`.
+fn resume(conn: &Connection, upstream: &str) -> Result<usize, Error> {
+    let sql = format!(
+        "UPDATE events SET next_at = 0 WHERE state IN {} AND upstream = ?1",
+        State::sql_in(&[State::Retry, State::Report])
+    );
+    conn.prepare_cached(&sql)
+        .map_err(db_err("resume"))?
+        .execute(params![upstream])
+        .map_err(db_err("resume"))
+}
+
 fn update_one(conn: &Connection, up: &Update) -> Result<Early, Error> {
     let finished = !up.state.is_open();
     let mut stmt = conn
         .prepare_cached(
             "UPDATE events SET state = ?2, attempts = ?3, next_at = ?4, status = ?5, message = ?6,
-                 retry_reported = ?7, finished_at = CASE WHEN ?8 THEN ?9 ELSE NULL END
+                 retry_reported = ?7, finished_at = CASE WHEN ?8 THEN ?9 ELSE NULL END,
+                 upstream = ?10
              WHERE seq = ?1",
         )
         .map_err(db_err("update"))?;
@@ -411,7 +429,8 @@ fn update_one(conn: &Connection, up: &Update) -> Result<Early, Error> {
         up.message,
         up.retry_reported,
         finished,
-        now
+        now,
+        up.upstream.map(|u| u.name()),
     ])
     .map_err(db_err("update"))?;
     if let Some((outcome, detail)) = &up.attempt_log {

@@ -455,8 +455,8 @@ impl TemplateConnector {
                 .to_string();
                 Err(Failure {
                     transient: verdict == Verdict::Transient,
-                    message,
                     retry_after: reply.retry_after,
+                    ..Failure::transient(message)
                 })
             }
         }

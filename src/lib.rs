@@ -28,4 +28,5 @@ pub mod redact;
 pub mod service;
 pub mod sim;
 pub mod store;
+pub mod token;
 pub mod util;

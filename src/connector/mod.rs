@@ -4,11 +4,13 @@
 //! entity, the attempt, the group and the JSON document; see [`crate::enrich`]) and answers
 //! with an [`Outcome`]. The HTTP connector is in `http.rs`, the exec connector in `exec.rs`.
 
+pub mod auth;
 mod exec;
 mod http;
 pub mod judge;
 pub mod send;
 
+pub use auth::AuthSettings;
 pub use exec::{ExecConnector, EX_TEMPFAIL};
 pub use http::UrlConnector;
 
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use crate::enrich::Context;
 use crate::error::Error;
-use crate::outbound::Failure;
+use crate::outbound::{Failure, OutboundTls};
 
 /// Where events are delivered (`ESPFD_TARGET_URL` or `ESPFD_TARGET_EXEC`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +42,13 @@ pub struct ConnectorSettings {
     pub pool: usize,
     /// Variables removed from the exec connector's environment: espfd's own secrets.
     pub hidden_env: Vec<String>,
+    /// What the URL and template connectors add to a request (`ESPFD_TARGET_AUTH`, ...).
+    /// Defaults to none.
+    pub auth: AuthSettings,
+    /// CAs and client certificate for the target (`ESPFD_TARGET_CA_FILE`,
+    /// `ESPFD_TARGET_TLS_CERT`, `ESPFD_TARGET_TLS_KEY`). Defaults to the public web roots and
+    /// no client certificate.
+    pub tls: OutboundTls,
 }
 
 /// What the target made of one event.

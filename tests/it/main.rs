@@ -19,6 +19,7 @@ mod ingress;
 mod limits;
 mod logs;
 mod metrics;
+mod outbound;
 mod readiness;
 mod robustness;
 

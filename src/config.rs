@@ -346,13 +346,16 @@ impl RawConfig {
             self.get(var)
                 .ok_or_else(|| err(var, format!("is required with ESPFD_TARGET_AUTH={scheme}")))
         };
+        // What goes into a header may hold no line break (it would start another header) nor
+        // any other control character but tab (no HTTP library sends it).
+        let controls = |s: &str| s.chars().any(|c| c.is_control() && c != '\t');
         let auth = match scheme {
             "basic" => {
                 let user = needed("ESPFD_TARGET_USER")?;
-                if user.contains(':') || user.contains(['\r', '\n']) {
+                if user.contains(':') || controls(user) {
                     return Err(err(
                         "ESPFD_TARGET_USER",
-                        "may not contain ':' or a line break (HTTP Basic joins user and password with ':')",
+                        "may not contain ':' or a control character (HTTP Basic joins user and password with ':')",
                     ));
                 }
                 AuthSettings::Basic {
@@ -362,17 +365,20 @@ impl RawConfig {
             }
             "bearer" => {
                 let token = needed("ESPFD_TARGET_TOKEN")?;
-                if token.contains(['\r', '\n']) {
-                    return Err(err("ESPFD_TARGET_TOKEN", "may not contain a line break"));
+                if controls(token) {
+                    return Err(err(
+                        "ESPFD_TARGET_TOKEN",
+                        "may not contain a line break or another control character",
+                    ));
                 }
                 AuthSettings::Bearer(Secret(token.trim().to_string()))
             }
             "header" => {
                 let line = needed("ESPFD_TARGET_HEADER")?;
-                if line.contains(['\r', '\n']) {
+                if controls(line) {
                     return Err(err(
                         "ESPFD_TARGET_HEADER",
-                        "may not contain a line break: it is one header line 'Name: value'",
+                        "may not contain a line break or another control character: it is one header line 'Name: value'",
                     ));
                 }
                 let Some((name, value)) = line.split_once(':') else {

@@ -102,8 +102,13 @@ impl Sender {
         let reply = self.send_once(req, Some((&name, &value)))?;
         match generation {
             Some(generation) if reply.status == 401 => {
+                // The connectors send the event's id as Idempotency-Key; name it when there.
+                let event = req
+                    .header("Idempotency-Key")
+                    .map(|i| format!("i_event={i} "))
+                    .unwrap_or_default();
                 log::info!(
-                    "target {} answered 401 to the OAuth 2.0 token; fetching a new one and sending again",
+                    "{event}target {} answered 401 to the OAuth 2.0 token; fetching a new one and sending again",
                     req.url
                 );
                 let (name, value) = self.auth.reauthorize(generation)?;

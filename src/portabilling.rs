@@ -5,6 +5,7 @@
 //! refreshed shortly before it expires, and opened again only when PortaBilling answers with
 //! one of the auth faultcodes — and then by one thread only (single flight); the others wait
 //! and use the new token. A call that hits an auth fault is retried once with the new token.
+//! The session is kept in a [`TokenCache`], the mechanism the target's OAuth 2.0 token uses.
 //!
 //! Not here: what to do with a failure (the pipeline decides), ESPF status calls (`espf.rs`).
 

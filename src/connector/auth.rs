@@ -5,7 +5,7 @@
 //! The OAuth 2.0 token is one for all workers, kept in a [`TokenCache`]: fetched by one worker
 //! at a time, renewed before it expires (`expires_in` less max(60 s, 10 %); after
 //! `ESPFD_TARGET_OAUTH_TTL` when the reply has no `expires_in`), and renewed once when the
-//! target answers 401 to it ([`Auth::reauthorize`]). A token endpoint that refuses the client
+//! target answers 401 to it (`Auth::reauthorize`). A token endpoint that refuses the client
 //! (4xx) is logged plainly, naming the variables to check, and asked again only after a pause
 //! that grows from 5 s to 5 min, as a refused PortaBilling login is; until then every send
 //! fails transiently, so the events wait and are retried.

@@ -125,7 +125,7 @@ impl Sender {
     }
 
     /// For `espfd check`: with OAuth 2.0, a token is fetched now and the line says so
-    /// ("OAuth 2.0 token fetched from <url> (expires in N s)"); otherwise it says what is
+    /// (`OAuth 2.0 token fetched from <url> (expires in N s)`); otherwise it says what is
     /// configured. `Err` says why no token could be had.
     pub fn check_auth(&self) -> Result<String, String> {
         self.auth.check()

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::connector::auth::{AuthSettings, ClientAuth, OAuthSettings};
 use crate::connector::{ConnectorSettings, ConnectorSpec};
 use crate::error::ConfigError;
 use crate::espf::{EspfAuth, EspfFormat, EspfSettings};
@@ -27,6 +28,7 @@ use crate::filter::EventTypes;
 use crate::http::{AllowList, Limits, TlsFiles};
 use crate::ingress::InboundAuth;
 use crate::logging::LogFormat;
+use crate::outbound::{ClientCertFiles, OutboundTls};
 use crate::portabilling::{PbSecret, PbSettings};
 use crate::util::{parse_duration, Secret};
 
@@ -92,6 +94,20 @@ pub const VARS: &[Var] = &[
     secret("ESPFD_CALLBACK_TOKEN", "bearer token a target must send to POST /events/<i_event>/status (asynchronous completion); unset = endpoint off"),
     var("ESPFD_ASYNC_TIMEOUT", Some("1h"), "how long an IN_PROGRESS event waits for its completion callback before it is FAILED"),
     var("ESPFD_TARGET_TIMEOUT", Some("30s"), "total time allowed for one call to the target"),
+    var("ESPFD_TARGET_AUTH", Some("none"), "how espfd authenticates to the target (URL and template connectors): none | basic | bearer | header | oauth2"),
+    var("ESPFD_TARGET_USER", None, "basic: user name sent to the target (required with ESPFD_TARGET_AUTH=basic)"),
+    secret("ESPFD_TARGET_PASSWORD", "basic: password sent to the target (required with ESPFD_TARGET_AUTH=basic)"),
+    secret("ESPFD_TARGET_TOKEN", "bearer: token sent as 'Authorization: Bearer <token>' (required with ESPFD_TARGET_AUTH=bearer)"),
+    secret("ESPFD_TARGET_HEADER", "header: one whole header line sent to the target, e.g. 'X-API-Key: abc' (required with ESPFD_TARGET_AUTH=header)"),
+    var("ESPFD_TARGET_OAUTH_URL", None, "oauth2: the token endpoint (client credentials grant), http:// or https:// (required with ESPFD_TARGET_AUTH=oauth2)"),
+    var("ESPFD_TARGET_OAUTH_CLIENT_ID", None, "oauth2: the client id (required with ESPFD_TARGET_AUTH=oauth2)"),
+    secret("ESPFD_TARGET_OAUTH_CLIENT_SECRET", "oauth2: the client secret (required with ESPFD_TARGET_AUTH=oauth2)"),
+    var("ESPFD_TARGET_OAUTH_SCOPE", None, "oauth2: the scope asked for, e.g. https://org.crm.dynamics.com/.default (default: none sent)"),
+    var("ESPFD_TARGET_OAUTH_CLIENT_AUTH", Some("basic"), "oauth2: how the client authenticates to the token endpoint: basic (Authorization header) | post (client_id and client_secret in the body)"),
+    var("ESPFD_TARGET_OAUTH_TTL", Some("5m"), "oauth2: how long a token is used when the token endpoint gives no expires_in"),
+    var("ESPFD_TARGET_CA_FILE", None, "PEM file of CA certificates to trust for the target and its token endpoint (default: public web roots)"),
+    var("ESPFD_TARGET_TLS_CERT", None, "mutual TLS: PEM file with the client certificate chain, client certificate first (with ESPFD_TARGET_TLS_KEY)"),
+    var("ESPFD_TARGET_TLS_KEY", None, "mutual TLS: PEM file with the client certificate's private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (with ESPFD_TARGET_TLS_CERT)"),
     var("ESPFD_WORKERS", Some("4"), "worker threads (lanes); one entity's events always go to the same lane"),
     var("ESPFD_STATE_DIR", Some("/var/lib/espfd"), "directory of the event store (espfd.db); must be writable"),
     var("ESPFD_RETRY_MAX_AGE", Some("24h"), "how long a failing event is retried (from its arrival) before it is FAILED"),
@@ -345,6 +361,183 @@ impl RawConfig {
         })
     }
 
+    /// The outbound authentication and TLS of the target (`ESPFD_TARGET_AUTH` ...
+    /// `ESPFD_TARGET_TLS_KEY`). They apply to HTTP connectors only: with `ESPFD_TARGET_EXEC`
+    /// any of them set is an error, as is a variable of another scheme than the chosen one
+    /// (`ESPFD_TARGET_TOKEN` with `ESPFD_TARGET_AUTH=none`, say: it would be silently
+    /// unused). Messages never quote a secret.
+    fn target_auth(
+        &self,
+        spec: &ConnectorSpec,
+    ) -> Result<(AuthSettings, OutboundTls), ConfigError> {
+        const SCHEME_VARS: &[(&str, &str)] = &[
+            ("ESPFD_TARGET_USER", "basic"),
+            ("ESPFD_TARGET_PASSWORD", "basic"),
+            ("ESPFD_TARGET_TOKEN", "bearer"),
+            ("ESPFD_TARGET_HEADER", "header"),
+            ("ESPFD_TARGET_OAUTH_URL", "oauth2"),
+            ("ESPFD_TARGET_OAUTH_CLIENT_ID", "oauth2"),
+            ("ESPFD_TARGET_OAUTH_CLIENT_SECRET", "oauth2"),
+            ("ESPFD_TARGET_OAUTH_SCOPE", "oauth2"),
+        ];
+        const TLS_VARS: &[&str] = &[
+            "ESPFD_TARGET_CA_FILE",
+            "ESPFD_TARGET_TLS_CERT",
+            "ESPFD_TARGET_TLS_KEY",
+        ];
+        let scheme = self.required("ESPFD_TARGET_AUTH")?;
+        if let ConnectorSpec::Exec(_) = spec {
+            let set = SCHEME_VARS
+                .iter()
+                .map(|(v, _)| *v)
+                .chain(TLS_VARS.iter().copied())
+                .find(|v| self.get(v).is_some());
+            let set = set.or((scheme != "none").then_some("ESPFD_TARGET_AUTH"));
+            if let Some(var) = set {
+                return Err(err(
+                    var,
+                    "applies to ESPFD_TARGET_URL only; a command (ESPFD_TARGET_EXEC) authenticates itself: unset it",
+                ));
+            }
+            return Ok((AuthSettings::None, OutboundTls::default()));
+        }
+        if !["none", "basic", "bearer", "header", "oauth2"].contains(&scheme) {
+            return Err(err(
+                "ESPFD_TARGET_AUTH",
+                format!("'{scheme}' is not one of none, basic, bearer, header, oauth2"),
+            ));
+        }
+        if let Some((var, _)) = SCHEME_VARS
+            .iter()
+            .find(|(v, s)| *s != scheme && self.get(v).is_some())
+        {
+            return Err(err(
+                var,
+                format!("is set but ESPFD_TARGET_AUTH is {scheme}; set ESPFD_TARGET_AUTH to the scheme it belongs to, or unset it"),
+            ));
+        }
+        let needed = |var: &str| {
+            self.get(var)
+                .ok_or_else(|| err(var, format!("is required with ESPFD_TARGET_AUTH={scheme}")))
+        };
+        // What goes into a header may hold no line break (it would start another header) nor
+        // any other control character but tab (no HTTP library sends it).
+        let controls = |s: &str| s.chars().any(|c| c.is_control() && c != '\t');
+        let auth = match scheme {
+            "basic" => {
+                let user = needed("ESPFD_TARGET_USER")?;
+                if user.contains(':') || controls(user) {
+                    return Err(err(
+                        "ESPFD_TARGET_USER",
+                        "may not contain ':' or a control character (HTTP Basic joins user and password with ':')",
+                    ));
+                }
+                AuthSettings::Basic {
+                    user: user.to_string(),
+                    password: Secret(needed("ESPFD_TARGET_PASSWORD")?.to_string()),
+                }
+            }
+            "bearer" => {
+                let token = needed("ESPFD_TARGET_TOKEN")?;
+                if controls(token) {
+                    return Err(err(
+                        "ESPFD_TARGET_TOKEN",
+                        "may not contain a line break or another control character",
+                    ));
+                }
+                AuthSettings::Bearer(Secret(token.trim().to_string()))
+            }
+            "header" => {
+                let line = needed("ESPFD_TARGET_HEADER")?;
+                if controls(line) {
+                    return Err(err(
+                        "ESPFD_TARGET_HEADER",
+                        "may not contain a line break or another control character: it is one header line 'Name: value'",
+                    ));
+                }
+                let Some((name, value)) = line.split_once(':') else {
+                    return Err(err(
+                        "ESPFD_TARGET_HEADER",
+                        "is not a header line 'Name: value' (it has no ':')",
+                    ));
+                };
+                let name = name.trim();
+                let token_char =
+                    |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+                if name.is_empty() || !name.chars().all(token_char) {
+                    return Err(err(
+                        "ESPFD_TARGET_HEADER",
+                        "the part before ':' is not a header name (letters, digits and -, no spaces)",
+                    ));
+                }
+                if value.trim().is_empty() {
+                    return Err(err(
+                        "ESPFD_TARGET_HEADER",
+                        format!("{name} has an empty value"),
+                    ));
+                }
+                AuthSettings::Header {
+                    name: name.to_string(),
+                    value: Secret(value.trim().to_string()),
+                }
+            }
+            "oauth2" => {
+                let url = self.url("ESPFD_TARGET_OAUTH_URL", needed("ESPFD_TARGET_OAUTH_URL")?)?;
+                let client_auth = match self.required("ESPFD_TARGET_OAUTH_CLIENT_AUTH")? {
+                    "basic" => ClientAuth::Basic,
+                    "post" => ClientAuth::Post,
+                    other => {
+                        return Err(err(
+                            "ESPFD_TARGET_OAUTH_CLIENT_AUTH",
+                            format!("'{other}' is not one of basic, post"),
+                        ))
+                    }
+                };
+                AuthSettings::OAuth2(OAuthSettings {
+                    url,
+                    client_id: needed("ESPFD_TARGET_OAUTH_CLIENT_ID")?.to_string(),
+                    client_secret: Secret(needed("ESPFD_TARGET_OAUTH_CLIENT_SECRET")?.to_string()),
+                    scope: self.get("ESPFD_TARGET_OAUTH_SCOPE").map(str::to_string),
+                    client_auth,
+                    ttl: self.duration("ESPFD_TARGET_OAUTH_TTL")?,
+                })
+            }
+            _ => AuthSettings::None,
+        };
+        let file = |var: &str| -> Result<Option<PathBuf>, ConfigError> {
+            match self.get(var) {
+                None => Ok(None),
+                Some(p) => match std::fs::File::open(p) {
+                    Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(Some(PathBuf::from(p))),
+                    Ok(_) => Err(err(var, format!("{p} is not a file"))),
+                    Err(e) => Err(err(var, format!("cannot read {p}: {e}"))),
+                },
+            }
+        };
+        let client_cert = match (file("ESPFD_TARGET_TLS_CERT")?, file("ESPFD_TARGET_TLS_KEY")?) {
+            (Some(cert), Some(key)) => Some(ClientCertFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(err(
+                    "ESPFD_TARGET_TLS_KEY",
+                    "is required when ESPFD_TARGET_TLS_CERT is set (set both for mutual TLS, or neither)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "ESPFD_TARGET_TLS_CERT",
+                    "is required when ESPFD_TARGET_TLS_KEY is set (set both for mutual TLS, or neither)",
+                ))
+            }
+        };
+        let tls = OutboundTls {
+            ca_file: file("ESPFD_TARGET_CA_FILE")?,
+            ca_var: "ESPFD_TARGET_CA_FILE",
+            client_cert,
+        };
+        Ok((auth, tls))
+    }
+
     /// Validates everything and builds the [`Config`] the service runs with.
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let listen_s = self.required("ESPFD_LISTEN")?;
@@ -534,6 +727,8 @@ impl RawConfig {
             }
         };
 
+        let (target_auth, target_tls) = self.target_auth(&target)?;
+
         let log_format = match self.required("ESPFD_LOG_FORMAT")? {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -589,7 +784,8 @@ impl RawConfig {
                     .collect(),
                 settings: self.settings.clone(),
                 secrets: self.secrets.clone(),
-                masked: Vec::new(),
+                auth: target_auth,
+                tls: target_tls,
             },
             callback_token: self
                 .get("ESPFD_CALLBACK_TOKEN")
@@ -805,6 +1001,123 @@ mod tests {
     }
 
     #[test]
+    fn target_auth_parses_and_its_errors_name_the_variable() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut m = base();
+            for (k, v) in pairs {
+                m.insert(k.to_string(), v.to_string());
+            }
+            validate(&m)
+        };
+        assert_eq!(
+            validate(&base()).unwrap().connector.auth,
+            AuthSettings::None
+        );
+        let c = with(&[
+            ("ESPFD_TARGET_AUTH", "header"),
+            ("ESPFD_TARGET_HEADER", "X-API-Key:  abc "),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.connector.auth,
+            AuthSettings::Header {
+                name: "X-API-Key".into(),
+                value: Secret("abc".into())
+            }
+        );
+        let c = with(&[
+            ("ESPFD_TARGET_AUTH", "oauth2"),
+            (
+                "ESPFD_TARGET_OAUTH_URL",
+                "https://login.example.net/t/token",
+            ),
+            ("ESPFD_TARGET_OAUTH_CLIENT_ID", "id"),
+            ("ESPFD_TARGET_OAUTH_CLIENT_SECRET", "oauth-s3cret"),
+        ])
+        .unwrap();
+        let AuthSettings::OAuth2(o) = &c.connector.auth else {
+            panic!("{:?}", c.connector.auth)
+        };
+        assert_eq!(
+            (o.client_auth, o.ttl, o.scope.as_deref()),
+            (ClientAuth::Basic, Duration::from_secs(300), None)
+        );
+        assert!(!format!("{c:?}").contains("oauth-s3cret"));
+        for (pairs, var) in [
+            (&[("ESPFD_TARGET_AUTH", "digest")][..], "ESPFD_TARGET_AUTH"),
+            (
+                &[
+                    ("ESPFD_TARGET_AUTH", "basic"),
+                    ("ESPFD_TARGET_PASSWORD", "p"),
+                ][..],
+                "ESPFD_TARGET_USER",
+            ),
+            (
+                &[("ESPFD_TARGET_AUTH", "basic"), ("ESPFD_TARGET_USER", "u")][..],
+                "ESPFD_TARGET_PASSWORD",
+            ),
+            (&[("ESPFD_TARGET_AUTH", "bearer")][..], "ESPFD_TARGET_TOKEN"),
+            (
+                &[
+                    ("ESPFD_TARGET_AUTH", "header"),
+                    ("ESPFD_TARGET_HEADER", "X-API-Key abc"),
+                ][..],
+                "ESPFD_TARGET_HEADER",
+            ),
+            (
+                &[
+                    ("ESPFD_TARGET_AUTH", "header"),
+                    ("ESPFD_TARGET_HEADER", "X-Key: a\r\nX-Evil: b"),
+                ][..],
+                "ESPFD_TARGET_HEADER",
+            ),
+            (&[("ESPFD_TARGET_TOKEN", "t")][..], "ESPFD_TARGET_TOKEN"),
+            (
+                &[
+                    ("ESPFD_TARGET_AUTH", "oauth2"),
+                    ("ESPFD_TARGET_OAUTH_URL", "ftp://x/token"),
+                    ("ESPFD_TARGET_OAUTH_CLIENT_ID", "id"),
+                    ("ESPFD_TARGET_OAUTH_CLIENT_SECRET", "s"),
+                ][..],
+                "ESPFD_TARGET_OAUTH_URL",
+            ),
+            (
+                &[
+                    ("ESPFD_TARGET_AUTH", "oauth2"),
+                    ("ESPFD_TARGET_OAUTH_URL", "https://x/token"),
+                    ("ESPFD_TARGET_OAUTH_CLIENT_ID", "id"),
+                ][..],
+                "ESPFD_TARGET_OAUTH_CLIENT_SECRET",
+            ),
+            (
+                &[("ESPFD_TARGET_TLS_CERT", "/etc/hostname")][..],
+                "ESPFD_TARGET_TLS_KEY",
+            ),
+            (
+                &[("ESPFD_TARGET_CA_FILE", "/nonexistent/ca.pem")][..],
+                "ESPFD_TARGET_CA_FILE",
+            ),
+        ] {
+            let e = with(pairs).unwrap_err();
+            assert_eq!(e.var, var, "{pairs:?}: {e}");
+            // No secret in the message, even the one in a malformed header line.
+            assert!(
+                !e.reason.contains("abc") && !e.reason.contains("X-Evil"),
+                "{e}"
+            );
+        }
+        // With a command as the connector, outbound settings are an error, not ignored.
+        let mut m = base();
+        m.remove("ESPFD_TARGET_URL");
+        m.insert("ESPFD_TARGET_EXEC".into(), "/bin/true".into());
+        m.insert("ESPFD_TARGET_CA_FILE".into(), "/etc/hostname".into());
+        assert_eq!(validate(&m).unwrap_err().var, "ESPFD_TARGET_CA_FILE");
+        m.remove("ESPFD_TARGET_CA_FILE");
+        m.insert("ESPFD_TARGET_AUTH".into(), "bearer".into());
+        assert_eq!(validate(&m).unwrap_err().var, "ESPFD_TARGET_AUTH");
+    }
+
+    #[test]
     fn secrets_come_from_files_and_not_both() {
         let dir = std::env::temp_dir().join(format!("espfd-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -851,6 +1164,10 @@ mod tests {
         );
         assert!(
             text.contains("\nESPFD_PB_LOGIN\n    default: (none)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nESPFD_TARGET_OAUTH_CLIENT_SECRET*\n    default: (none)\n"),
             "{text}"
         );
     }

@@ -7,8 +7,9 @@
 //! Modules, roughly in the order an event meets them: [`http`] (the listener), [`ingress`]
 //! (auth, validation, the event filter [`filter`]), [`event`], [`store`], [`pipeline`] (lanes and workers),
 //! [`portabilling`], [`enrich`] (one attempt's context for the connector), [`connector`],
-//! [`espf`]; around them [`config`], [`service`] (wiring), [`sim`] (simulated PortaBilling,
-//! ESPF API and target) and [`cli`].
+//! [`espf`]; around them [`config`], [`service`] (wiring), [`outbound`] (agents) and [`token`]
+//! (the shared single-flight token: the PortaBilling session, the target's OAuth 2.0 token),
+//! [`sim`] (simulated PortaBilling, ESPF API and target) and [`cli`].
 
 pub mod cli;
 pub mod config;
@@ -29,5 +30,6 @@ pub mod redact;
 pub mod service;
 pub mod sim;
 pub mod store;
+pub mod token;
 pub mod upstream;
 pub mod util;

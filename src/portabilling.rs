@@ -5,6 +5,7 @@
 //! refreshed shortly before it expires, and opened again only when PortaBilling answers with
 //! one of the auth faultcodes — and then by one thread only (single flight); the others wait
 //! and use the new token. A call that hits an auth fault is retried once with the new token.
+//! The session is kept in a [`TokenCache`], the mechanism the target's OAuth 2.0 token uses.
 //!
 //! Not here: what to do with a failure (the pipeline decides), ESPF status calls (`espf.rs`).
 
@@ -20,6 +21,7 @@ use crate::error::Error;
 use crate::event::{EntityKind, EntityRef};
 use crate::metrics::{Call, Metrics};
 use crate::outbound::{self, Failure};
+use crate::token::{Fetched, Previous, TokenCache};
 use crate::upstream::{Admit, Upstream, Upstreams, DEFAULT_BREAKER_FAILURES};
 use crate::util::{now_ms, parse_utc};
 
@@ -108,14 +110,11 @@ impl PbError {
     }
 }
 
+/// The session's tokens; kept in a [`TokenCache`] with their refresh time and generation.
 #[derive(Clone)]
 struct Session {
     access_token: String,
     refresh_token: Option<String>,
-    /// Unix ms after which the token is renewed before use; `None` when its expiry is unknown.
-    refresh_at: Option<i64>,
-    /// Bumped on every new token, so a thread can tell whether someone else already renewed.
-    generation: u64,
 }
 
 /// The client. Share it behind an `Arc`.
@@ -124,10 +123,8 @@ pub struct PbClient {
     login: String,
     secret: PbSecret,
     agent: ureq::Agent,
-    session: Mutex<Option<Session>>,
-    /// Held while logging in or refreshing: one at a time.
-    renew: Mutex<()>,
-    generation: AtomicU64,
+    /// The one session, opened and renewed by one thread at a time.
+    session: TokenCache<Session>,
     logins: AtomicU64,
     refused: Mutex<Option<Refusal>>,
     /// Unix ms of PortaBilling's last answer (a result or a fault); 0 before the first.
@@ -149,12 +146,6 @@ struct Refusal {
     text: String,
 }
 
-impl Session {
-    fn fresh(&self) -> bool {
-        self.refresh_at.is_none_or(|t| now_ms() < t)
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -168,9 +159,7 @@ impl PbClient {
             login: settings.login.clone(),
             secret: settings.secret.clone(),
             agent,
-            session: Mutex::new(None),
-            renew: Mutex::new(()),
-            generation: AtomicU64::new(0),
+            session: TokenCache::new(),
             logins: AtomicU64::new(0),
             refused: Mutex::new(None),
             answered_at: AtomicI64::new(0),
@@ -207,32 +196,30 @@ impl PbClient {
 
     /// A valid access token and its generation, logging in or refreshing if needed.
     pub fn token(&self) -> Result<(String, u64), PbError> {
-        // Bind first: a guard in an `if let` scrutinee would live through the body, and
-        // renew() takes the same lock.
-        let current = lock(&self.session).clone();
-        if let Some(s) = current {
-            if s.fresh() {
-                return Ok((s.access_token, s.generation));
-            }
-            return self.renew(Some(s.generation));
-        }
-        self.renew(None)
+        self.session
+            .get(|previous| self.new_session(previous))
+            .map(|(s, generation)| (s.access_token, generation))
     }
 
     /// Replaces the session unless another thread already did since `stale` was seen.
     /// `stale` None means "there is no session yet".
     pub fn renew(&self, stale: Option<u64>) -> Result<(String, u64), PbError> {
-        let _one_at_a_time = lock(&self.renew);
-        let current = lock(&self.session).clone();
-        if let Some(s) = current {
-            if Some(s.generation) != stale && s.fresh() {
-                return Ok((s.access_token, s.generation));
-            }
-        }
-        let old = lock(&self.session).take();
-        // An expiring (not rejected) token is refreshed; a rejected one means a new login.
-        let refreshed = match old {
-            Some(s) if !s.fresh() => s.refresh_token.and_then(|rt| {
+        self.session
+            .renew(stale, |previous| self.new_session(previous))
+            .map(|(s, generation)| (s.access_token, generation))
+    }
+
+    /// A new session in place of `previous`: an expiring (not rejected) token is refreshed;
+    /// a rejected one, or a refresh that fails, means a new login.
+    fn new_session(
+        &self,
+        previous: Option<Previous<Session>>,
+    ) -> Result<Fetched<Session>, PbError> {
+        let previous_refresh = previous
+            .as_ref()
+            .and_then(|p| p.value.refresh_token.clone());
+        let refreshed = match previous {
+            Some(p) if p.expiring => p.value.refresh_token.and_then(|rt| {
                 self.post(
                     "Session",
                     "refresh_access_token",
@@ -247,10 +234,20 @@ impl PbClient {
             Some(r) => r,
             None => self.open_session()?,
         };
-        let session = self.session_from(&reply)?;
-        let out = (session.access_token.clone(), session.generation);
-        *lock(&self.session) = Some(session);
-        Ok(out)
+        let Some(access_token) = reply.get("access_token").and_then(Value::as_str) else {
+            return Err(PbError::Transport(
+                "session reply has no access_token".into(),
+            ));
+        };
+        let session = Session {
+            access_token: access_token.to_string(),
+            refresh_token: reply
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or(previous_refresh),
+        };
+        Ok((session, refresh_at(&reply, now_ms())))
     }
 
     fn open_session(&self) -> Result<Value, PbError> {
@@ -298,28 +295,6 @@ impl PbClient {
             }
             Err(e) => Err(e),
         }
-    }
-
-    fn session_from(&self, reply: &Value) -> Result<Session, PbError> {
-        let Some(access_token) = reply.get("access_token").and_then(Value::as_str) else {
-            return Err(PbError::Transport(
-                "session reply has no access_token".into(),
-            ));
-        };
-        let refresh_at = refresh_at(reply, now_ms());
-        let previous_refresh = lock(&self.session)
-            .as_ref()
-            .and_then(|s| s.refresh_token.clone());
-        Ok(Session {
-            access_token: access_token.to_string(),
-            refresh_token: reply
-                .get("refresh_token")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .or(previous_refresh),
-            refresh_at,
-            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
-        })
     }
 
     /// Calls `<Service>/<method>` with `params`, renewing the session once on an auth fault.

@@ -11,7 +11,8 @@
 //! validates them fully at start); PortaBilling `Session/login` with the configured
 //! credentials and a harmless lookup (`Account/get_account_info` of `i_account` 0); the ESPF
 //! API (`GET /espf/v1/groups` with the auth the service uses, and `ESPFD_GROUP` in the list);
-//! the target (an HTTP `OPTIONS`: any HTTP answer means reachable).
+//! the target's authentication (with OAuth 2.0: a token fetched from the token endpoint); the
+//! target (an HTTP `OPTIONS`: any HTTP answer means reachable).
 //!
 //! After the configuration's line, an `ok` line says which event types are provisioned
 //! (`ESPFD_EVENT_TYPES`), since a filter that leaves out too much is silent otherwise.
@@ -35,6 +36,7 @@ use serde_json::json;
 use ureq::tls::{parse_pem, PemItem};
 
 use crate::config::{Config, RawConfig};
+use crate::connector::send::Sender;
 use crate::connector::template::Mode;
 use crate::connector::{ConnectorSettings, ConnectorSpec, TemplateConnector, UrlConnector};
 use crate::enrich::Context;
@@ -58,6 +60,14 @@ pub fn run() -> Result<ExitCode, Error> {
             return Ok(ExitCode::from(78));
         }
     };
+    // The target's CA file and client certificate are read when its agent is built: a file
+    // that holds nothing usable is a configuration error like any other, exit 78.
+    if let ConnectorSpec::Http(_) = &config.connector.spec {
+        if let Err(Error::Config(e)) = Sender::new(&config.connector) {
+            report.fail("configuration", &e.reason, &e.var);
+            return Ok(ExitCode::from(78));
+        }
+    }
     report.ok("configuration");
     report.ok(&event_types(&config));
     check_state_dir(&mut report, &config);
@@ -462,6 +472,7 @@ fn check_template(report: &mut Report, config: &Config, template: &TemplateConne
         })
         .collect();
     report.ok(&format!("{what}: {}", summary.join("; ")));
+    check_target_auth(report, &check_settings(config));
     let mut origins: Vec<String> = run
         .steps
         .iter()
@@ -491,6 +502,23 @@ fn origin(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| format!("{scheme}://{host}/"))
 }
 
+/// The target's outbound authentication: with OAuth 2.0 a token is fetched now (nothing is
+/// sent to the target with it); the other schemes are only described.
+fn check_target_auth(report: &mut Report, settings: &ConnectorSettings) {
+    let sender = match Sender::new(settings) {
+        Ok(s) => s,
+        Err(e) => return report.fail("target authentication", &e.to_string(), "ESPFD_TARGET_AUTH"),
+    };
+    match sender.check_auth() {
+        Ok(line) => report.ok(&line),
+        Err(e) => report.fail(
+            "OAuth 2.0 token",
+            &e,
+            "ESPFD_TARGET_OAUTH_CLIENT_ID, ESPFD_TARGET_OAUTH_CLIENT_SECRET or ESPFD_TARGET_OAUTH_URL",
+        ),
+    }
+}
+
 /// Reaches the target with the service's own connector, without provisioning anything: an
 /// `OPTIONS` to the HTTP target; for a command, only that the program exists (running it
 /// would provision something).
@@ -502,6 +530,7 @@ fn check_target(report: &mut Report, config: &Config) {
                 Ok(t) => t,
                 Err(e) => return report.fail(&what, &e.to_string(), "ESPFD_TARGET_URL"),
             };
+            check_target_auth(report, &check_settings(config));
             match target.probe() {
                 Ok(code) => report.ok(&format!("{what} answers (HTTP {code} to OPTIONS)")),
                 Err(e) => report.fail(&what, &format!("unreachable: {e}"), "ESPFD_TARGET_URL"),

@@ -6,12 +6,14 @@
 //! the template connector in `template/`. The URL and template connectors send through one
 //! [`send::Sender`] (agent, outbound authentication) and judge replies with [`judge`].
 
+pub mod auth;
 mod exec;
 mod http;
 pub mod judge;
 pub mod send;
 pub mod template;
 
+pub use auth::AuthSettings;
 pub use exec::{ExecConnector, EX_TEMPFAIL};
 pub use http::UrlConnector;
 
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use crate::enrich::Context;
 use crate::error::Error;
-use crate::outbound::Failure;
+use crate::outbound::{Failure, OutboundTls};
 use crate::portabilling::PbClient;
 use crate::util::Secret;
 pub use template::TemplateConnector;
@@ -56,8 +58,13 @@ pub struct ConnectorSettings {
     pub settings: BTreeMap<String, String>,
     /// `ESPFD_SECRET_<NAME>` by NAME, for templates.
     pub secrets: BTreeMap<String, Secret>,
-    /// Other values never shown in a rendered request (the target's credentials).
-    pub masked: Vec<Secret>,
+    /// What the URL and template connectors add to a request (`ESPFD_TARGET_AUTH`, ...).
+    /// Defaults to none.
+    pub auth: AuthSettings,
+    /// CAs and client certificate for the target (`ESPFD_TARGET_CA_FILE`,
+    /// `ESPFD_TARGET_TLS_CERT`, `ESPFD_TARGET_TLS_KEY`). Defaults to the public web roots and
+    /// no client certificate.
+    pub tls: OutboundTls,
 }
 
 /// What the target made of one event.

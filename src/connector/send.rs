@@ -1,7 +1,9 @@
 //! Sending one request to the target: the agent (timeouts, pool, TLS), the outbound
 //! authentication, and the reply as the connectors judge it.
 //!
-//! The URL connector and every template step send through [`Sender::send`]. A transport
+//! The URL connector and every template step send through [`Sender::send`], which adds the
+//! outbound authentication (see [`super::auth`]); the agent carries the TLS settings
+//! (`ESPFD_TARGET_CA_FILE`, the client certificate). A transport
 //! failure (connection refused, timeout, TLS) is a transient [`Failure`]; a reply of any
 //! status is a [`Reply`], judged by the caller (see [`super::judge`]).
 
@@ -9,9 +11,11 @@ use std::time::Duration;
 
 use ureq::Agent;
 
+use super::auth::Auth;
 use super::ConnectorSettings;
 use crate::error::Error;
 use crate::outbound::{self, Failure};
+use crate::util::Secret;
 
 /// Largest reply body read from the target; the rest is cut off.
 pub const MAX_REPLY: u64 = 1024 * 1024;
@@ -72,34 +76,70 @@ impl Reply {
 /// Sends requests to the target.
 pub struct Sender {
     agent: Agent,
+    auth: Auth,
 }
 
 impl Sender {
-    /// The sender the settings describe; `pool` workers call it at once.
+    /// The sender the settings describe; `pool` workers call it at once. A CA file or client
+    /// certificate that cannot be used is a configuration error naming its variable.
     pub fn new(settings: &ConnectorSettings) -> Result<Sender, Error> {
-        Ok(Sender {
-            agent: outbound::agent(settings.timeout, settings.pool, None)?,
-        })
+        let agent = outbound::agent_with(settings.timeout, settings.pool, &settings.tls)?;
+        let auth = Auth::new(&settings.auth, &agent);
+        Ok(Sender { agent, auth })
     }
 
-    /// Sends `req`, with the configured outbound authentication when `authenticate`.
+    /// Sends `req`, with the configured outbound authentication when `authenticate` (unless
+    /// the request sets that header itself). An OAuth 2.0 token the target answers 401 to is
+    /// renewed once and the request sent again; a second 401 is the reply. A token that
+    /// cannot be had is a transient failure.
     pub fn send(&self, req: &OutRequest, authenticate: bool) -> Result<Reply, Failure> {
-        let _ = authenticate;
-        self.send_once(req)
+        if !authenticate {
+            return self.send_once(req, None);
+        }
+        let Some((name, value, generation)) = self.auth.header_for(req)? else {
+            return self.send_once(req, None);
+        };
+        let reply = self.send_once(req, Some((&name, &value)))?;
+        match generation {
+            Some(generation) if reply.status == 401 => {
+                // The connectors send the event's id as Idempotency-Key; name it when there.
+                let event = req
+                    .header("Idempotency-Key")
+                    .map(|i| format!("i_event={i} "))
+                    .unwrap_or_default();
+                log::info!(
+                    "{event}target {} answered 401 to the OAuth 2.0 token; fetching a new one and sending again",
+                    req.url
+                );
+                let (name, value) = self.auth.reauthorize(generation)?;
+                self.send_once(req, Some((&name, &value)))
+            }
+            _ => Ok(reply),
+        }
     }
 
     /// The header the outbound authentication sets (`Authorization`, or the name of
     /// `ESPFD_TARGET_HEADER`), for `espfd render` to list with its value masked.
     pub fn auth_header(&self) -> Option<String> {
-        None
+        self.auth.header_name().map(str::to_string)
     }
 
-    fn send_once(&self, req: &OutRequest) -> Result<Reply, Failure> {
+    /// For `espfd check`: with OAuth 2.0, a token is fetched now and the line says so
+    /// (`OAuth 2.0 token fetched from <url> (expires in N s)`); otherwise it says what is
+    /// configured. `Err` says why no token could be had.
+    pub fn check_auth(&self) -> Result<String, String> {
+        self.auth.check()
+    }
+
+    fn send_once(&self, req: &OutRequest, auth: Option<(&str, &Secret)>) -> Result<Reply, Failure> {
         let mut builder = ureq::http::Request::builder()
             .method(req.method.as_str())
             .uri(req.url.as_str());
         for (name, value) in &req.headers {
             builder = builder.header(name.as_str(), value.as_str());
+        }
+        if let Some((name, value)) = auth {
+            builder = builder.header(name, value.0.as_str());
         }
         let request = builder
             .body(req.body.as_slice())

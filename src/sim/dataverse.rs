@@ -40,6 +40,8 @@ pub(super) struct Dataverse {
     tokens: HashMap<String, i64>,
     pub(super) issued: usize,
     pub(super) ttl: Duration,
+    /// The client id and secret the token endpoint accepts.
+    client: (String, String),
     /// Records by entity set, then by `key=value` as written in the path (unquoted).
     records: BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
 }
@@ -50,6 +52,7 @@ impl Default for Dataverse {
             tokens: HashMap::new(),
             issued: 0,
             ttl: Duration::from_secs(3600),
+            client: (CLIENT_ID.into(), CLIENT_SECRET.into()),
             records: BTreeMap::new(),
         }
     }
@@ -70,6 +73,17 @@ impl Dataverse {
 
     pub(super) fn revoke(&mut self) {
         self.tokens.clear();
+    }
+
+    /// Whether `Authorization: <header>` carries a token this endpoint issued, not expired and
+    /// not revoked.
+    pub(super) fn authorizes(&self, header: Option<&str>) -> bool {
+        let bearer = header
+            .and_then(|h| h.trim().strip_prefix("Bearer "))
+            .unwrap_or("");
+        self.tokens
+            .get(bearer.trim())
+            .is_some_and(|&exp| exp > now_ms())
     }
 }
 
@@ -95,12 +109,13 @@ pub(super) fn token(inner: &Inner, req: &Request, rest: &str) -> Response {
             field("client_secret").unwrap_or_default(),
         ),
     };
-    let good = constant_time_eq(id.as_bytes(), CLIENT_ID.as_bytes())
-        & constant_time_eq(secret.as_bytes(), CLIENT_SECRET.as_bytes());
+    let mut st = inner.state();
+    let (want_id, want_secret) = &st.dataverse.client;
+    let good = constant_time_eq(id.as_bytes(), want_id.as_bytes())
+        & constant_time_eq(secret.as_bytes(), want_secret.as_bytes());
     if !good {
         return Response::json(401, &json!({"error": "invalid_client"}));
     }
-    let mut st = inner.state();
     let dv = &mut st.dataverse;
     let token = format!("dv.{}", random_hex32());
     let ttl = dv.ttl;
@@ -155,15 +170,7 @@ pub(super) fn data(inner: &Inner, req: &Request, rest: &str) -> Response {
     };
     let mut st = inner.state();
     let dv = &mut st.dataverse;
-    let bearer = req
-        .header("authorization")
-        .and_then(|h| h.trim().strip_prefix("Bearer "))
-        .unwrap_or("");
-    let live = dv
-        .tokens
-        .get(bearer.trim())
-        .is_some_and(|&exp| exp > now_ms());
-    if !live {
+    if !dv.authorizes(req.header("authorization")) {
         return api_error(401, "The access token is missing, expired or revoked");
     }
     let percent_decoded = form_decode(&format!("p={}", path.replace('+', "%2B")))
@@ -222,7 +229,14 @@ impl super::Sim {
         self.inner.state().dataverse.ttl = ttl;
     }
 
-    /// Invalidates every access token issued so far: the next data call is 401.
+    /// The client id and secret the token endpoint accepts from now on (by default
+    /// [`CLIENT_ID`] and [`CLIENT_SECRET`]).
+    pub fn set_oauth_client(&self, id: &str, secret: &str) {
+        self.inner.state().dataverse.client = (id.to_string(), secret.to_string());
+    }
+
+    /// Invalidates every access token issued so far: the next data call (and a target call
+    /// under [`TargetAuth::OAuth`](super::TargetAuth::OAuth)) is 401.
     pub fn revoke_oauth_tokens(&self) {
         self.inner.state().dataverse.revoke();
     }

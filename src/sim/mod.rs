@@ -52,6 +52,7 @@ pub use espf::PREDEFINED_GROUPS;
 pub use pb::{FAULT_INVALID_REQUEST, FAULT_UNKNOWN_METHOD};
 pub use pyhss::PROVISIONING_KEY as PYHSS_PROVISIONING_KEY;
 pub use stalker::{PASSWORD as STALKER_PASSWORD, USER as STALKER_USER};
+pub use target::TargetAuth;
 
 /// How a [`Sim`] behaves. Start from `SimConfig::default()` and change what a test needs.
 #[derive(Debug, Clone)]
@@ -220,6 +221,8 @@ struct State {
     status_delay: Duration,
     /// Status reports are answered 503 while set.
     status_down: bool,
+    /// What `POST /target` requires of a caller.
+    target_auth: target::TargetAuth,
     /// Completion callbacks the target makes, by i_event.
     callbacks: HashMap<i64, Callback>,
     /// The replies espfd gave to those callbacks: (i_event, HTTP status; 0 for no reply).
@@ -397,6 +400,7 @@ impl Sim {
             groups: espf::groups_from(&cfg.groups),
             status_delay: Duration::ZERO,
             status_down: false,
+            target_auth: target::TargetAuth::None,
             callbacks: HashMap::new(),
             callback_replies: Arc::default(),
             pyhss: pyhss::PyHss::default(),

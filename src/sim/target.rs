@@ -16,8 +16,12 @@
 //! A completion callback scripted with [`Sim::script_callback`](super::Sim::script_callback)
 //! is made before the reply or right after it is decided, whatever the reply.
 //!
+//! Before all that, when [`Sim::require_target_auth`](super::Sim::require_target_auth) asked
+//! for a scheme, a call without the right credentials is recorded and answered 401 (with
+//! `WWW-Authenticate`).
+//!
 //! Not here: idempotency (a repeated document is provisioned again, and recorded again — a
-//! test can count them), authentication.
+//! test can count them).
 
 use std::time::Duration;
 
@@ -68,7 +72,10 @@ pub(super) fn handle(inner: &Inner, req: &Request, started_ms: i64) -> Response 
             .unwrap_or(Duration::ZERO);
         (seq, delay, st.target_failure_rate)
     };
-    let resp = decide(inner, doc.as_ref(), i_event, delay, failure_rate);
+    let resp = match refusal(inner, req) {
+        Some(resp) => resp,
+        None => decide(inner, doc.as_ref(), i_event, delay, failure_rate),
+    };
     let (callback, replies) = {
         let mut st = inner.state();
         let cb = i_event.and_then(|i| Some((i, st.callbacks.remove(&i)?)));
@@ -94,6 +101,51 @@ pub(super) fn handle(inner: &Inner, req: &Request, started_ms: i64) -> Response 
         std::thread::spawn(move || record(i, call_back(&cb)));
     }
     resp
+}
+
+/// The credentials the simulated target requires ([`Sim::require_target_auth`](super::Sim::require_target_auth)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TargetAuth {
+    /// Anyone (the default).
+    #[default]
+    None,
+    /// `Authorization: Basic` of this user and password.
+    Basic { user: String, password: String },
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// This header (any case) with this value.
+    Header(String, String),
+    /// `Authorization: Bearer <a live token of the fake OAuth 2.0 endpoint>` (`/oauth/...`).
+    OAuth,
+}
+
+/// 401 when the call lacks the credentials the target requires.
+fn refusal(inner: &Inner, req: &Request) -> Option<Response> {
+    let st = inner.state();
+    let authorization = req.header("authorization").map(str::trim);
+    let (good, scheme) = match &st.target_auth {
+        TargetAuth::None => return None,
+        TargetAuth::Basic { user, password } => {
+            let want = format!(
+                "Basic {}",
+                crate::util::base64_encode(format!("{user}:{password}").as_bytes())
+            );
+            (authorization == Some(want.as_str()), "Basic")
+        }
+        TargetAuth::Bearer(token) => (
+            authorization.and_then(|a| a.strip_prefix("Bearer ")) == Some(token.as_str()),
+            "Bearer",
+        ),
+        TargetAuth::Header(name, value) => (
+            req.header(name).map(str::trim) == Some(value.as_str()),
+            "ApiKey",
+        ),
+        TargetAuth::OAuth => (st.dataverse.authorizes(authorization), "Bearer"),
+    };
+    (!good).then(|| {
+        Response::text(401, "credentials missing or wrong")
+            .with_header("WWW-Authenticate", format!("{scheme} realm=\"target\""))
+    })
 }
 
 /// Makes a completion callback; the HTTP status espfd answered, 0 without a reply.
@@ -225,6 +277,12 @@ impl super::Sim {
             body: serde_json::json!({ "status": status, "message": message }).to_string(),
         };
         self.inner.state().callbacks.insert(i_event, callback);
+    }
+
+    /// From now on target calls need `auth` (wrong or missing → 401); `TargetAuth::None`
+    /// lifts the requirement.
+    pub fn require_target_auth(&self, auth: TargetAuth) {
+        self.inner.state().target_auth = auth;
     }
 
     /// The replies espfd gave to the target's completion callbacks, in the order they came:

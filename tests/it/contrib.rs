@@ -511,6 +511,7 @@ fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
     let root = scratch.0.display().to_string();
     let certs = Certs::new();
     let leaf = certs.leaf("server", Key::EcSec1);
+    let client = certs.client_leaf("client", Key::EcSec1);
     let cfg = sim.config();
     let files: Vec<(&str, Vec<u8>)> = vec![
         (
@@ -528,6 +529,22 @@ fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
             format!("{}\n", cfg.password).into_bytes(),
         ),
         ("etc/espfd/callback-token", b"callback token\n".to_vec()),
+        ("etc/espfd/target-password", b"target password\n".to_vec()),
+        ("etc/espfd/target-token", b"target token\n".to_vec()),
+        ("etc/espfd/target-header", b"X-API-Key: abc\n".to_vec()),
+        (
+            "etc/espfd/target-oauth-secret",
+            format!("{}\n", espfd::sim::DATAVERSE_CLIENT_SECRET).into_bytes(),
+        ),
+        ("etc/espfd/target-ca.pem", std::fs::read(&certs.ca).unwrap()),
+        (
+            "etc/espfd/target-client.pem",
+            std::fs::read(&client.cert).unwrap(),
+        ),
+        (
+            "etc/espfd/target-client.key",
+            std::fs::read(&client.key).unwrap(),
+        ),
         (
             "etc/espfd/portabilling-ca.pem",
             std::fs::read(&certs.ca).unwrap(),
@@ -560,7 +577,11 @@ fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
     let localize = |(k, v): &(String, String)| -> (String, String) {
         let v = v
             .replace("https://portabilling.example.net", &sim.url())
-            .replace("http://127.0.0.1:9000/provision", &sim.target_url());
+            .replace("http://127.0.0.1:9000/provision", &sim.target_url())
+            .replace(
+                "https://login.example.net/tenant/",
+                &format!("{}/oauth/tenant/", sim.url()),
+            );
         let v = ["/etc/espfd/", "/usr/local/lib/espfd/", "/var/lib/espfd"]
             .iter()
             .fold(v, |v, p| v.replace(p, &format!("{root}{p}")));
@@ -589,6 +610,7 @@ fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
 
     // What each variant changes: one commented-out line uncommented, except where the
     // example says the lines go together (the TLS pair) or one replaces another.
+    let target_auth = |s: &str| ("ESPFD_TARGET_AUTH".to_string(), s.to_string());
     let mut variants: Vec<(String, Env, Vec<&str>)> =
         vec![("the example as shipped".into(), vec![], vec![])];
     for (k, v) in &commented {
@@ -596,6 +618,38 @@ fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
             "ESPFD_TLS_CERT" | "ESPFD_TLS_KEY" => {
                 (vec![line("ESPFD_TLS_CERT"), line("ESPFD_TLS_KEY")], vec![])
             }
+            "ESPFD_TARGET_TLS_CERT" | "ESPFD_TARGET_TLS_KEY" => (
+                vec![line("ESPFD_TARGET_TLS_CERT"), line("ESPFD_TARGET_TLS_KEY")],
+                vec![],
+            ),
+            // Each outbound scheme's lines go with ESPFD_TARGET_AUTH set to it.
+            "ESPFD_TARGET_USER" | "ESPFD_TARGET_PASSWORD_FILE" => (
+                vec![
+                    target_auth("basic"),
+                    line("ESPFD_TARGET_USER"),
+                    line("ESPFD_TARGET_PASSWORD_FILE"),
+                ],
+                vec![],
+            ),
+            "ESPFD_TARGET_TOKEN_FILE" => {
+                (vec![target_auth("bearer"), (k.clone(), v.clone())], vec![])
+            }
+            "ESPFD_TARGET_HEADER_FILE" => {
+                (vec![target_auth("header"), (k.clone(), v.clone())], vec![])
+            }
+            "ESPFD_TARGET_OAUTH_URL"
+            | "ESPFD_TARGET_OAUTH_CLIENT_ID"
+            | "ESPFD_TARGET_OAUTH_CLIENT_SECRET_FILE"
+            | "ESPFD_TARGET_OAUTH_SCOPE" => (
+                vec![
+                    target_auth("oauth2"),
+                    line("ESPFD_TARGET_OAUTH_URL"),
+                    line("ESPFD_TARGET_OAUTH_CLIENT_ID"),
+                    line("ESPFD_TARGET_OAUTH_CLIENT_SECRET_FILE"),
+                    line("ESPFD_TARGET_OAUTH_SCOPE"),
+                ],
+                vec![],
+            ),
             // "Or, instead of ESPFD_TARGET_URL, a command".
             "ESPFD_TARGET_EXEC" => (vec![(k.clone(), v.clone())], vec!["ESPFD_TARGET_URL"]),
             // "Or, instead of both, a request template", with the settings it lists.
@@ -640,7 +694,7 @@ fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
         vec!["ESPFD_AUTH_USER", "ESPFD_AUTH_PASSWORD_FILE"],
     ));
 
-    let mut tls_checked = false;
+    let (mut tls_checked, mut oauth_checked) = (false, false);
     for (what, set, drop) in &variants {
         let env = env_variant(&active, set, drop);
         let mut test = Test::new().args(&["check"]);
@@ -664,7 +718,12 @@ fn every_commented_out_line_of_the_env_example_passes_espfd_check() {
             "{what}:\n{report}"
         );
         tls_checked |= report.contains("ok   TLS key matches the certificate");
+        oauth_checked |= report.contains("ok   OAuth 2.0 token fetched from");
     }
+    assert!(
+        oauth_checked,
+        "no variant had OAuth 2.0: the token line was not found"
+    );
     assert!(
         tls_checked,
         "no variant had HTTPS: the TLS lines were not found"

@@ -101,6 +101,15 @@ impl Certs {
     /// A server certificate for IP 127.0.0.1 and localhost with a new key of `kind`, issued by
     /// the CA; files `<name>.pem` (chain) and `<name>.key`.
     pub fn leaf(&self, name: &str, kind: Key) -> Leaf {
+        self.issue(name, kind, "serverAuth")
+    }
+
+    /// A client certificate (mutual TLS), otherwise as [`Certs::leaf`].
+    pub fn client_leaf(&self, name: &str, kind: Key) -> Leaf {
+        self.issue(name, kind, "clientAuth")
+    }
+
+    fn issue(&self, name: &str, kind: Key, usage: &str) -> Leaf {
         let d = &self.dir.0;
         let key = format!("{name}.key");
         match kind {
@@ -156,8 +165,10 @@ impl Certs {
         let ext = format!("{name}.ext");
         std::fs::write(
             d.join(&ext),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+            format!(
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\n"
+            ),
         )
         .unwrap();
         let csr = format!("{name}.csr");

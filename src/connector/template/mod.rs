@@ -182,7 +182,7 @@ impl TemplateConnector {
             .secrets
             .values()
             .map(|s| s.0.clone())
-            .chain(settings.masked.iter().map(|s| s.0.clone()))
+            .chain(settings.auth.secrets().into_iter().map(|s| s.0.clone()))
             .filter(|s| !s.is_empty())
             .collect();
         // Longest first, so a secret that contains another is masked whole.
@@ -523,7 +523,8 @@ mod tests {
             hidden_env: vec![],
             settings: [("URL".to_string(), "http://127.0.0.1:9".to_string())].into(),
             secrets: [("KEY".to_string(), Secret("s3cr3t".into()))].into(),
-            masked: vec![],
+            auth: Default::default(),
+            tls: Default::default(),
         };
         let pb = PbClient::new(&PbSettings {
             url: "http://127.0.0.1:9".into(),

@@ -189,6 +189,30 @@ impl EspfClient {
             .ok_or(GroupsError::NoGroupList)
     }
 
+    /// While the ESPF API is down and a probe is due: asks it for its groups (no status is
+    /// reported by this) and tells the breaker how that went. Does nothing otherwise.
+    pub fn probe(&self) {
+        let breaker = &self.pb.upstreams().espf;
+        if breaker.down().is_none() || breaker.admit() != Admit::Probe {
+            return;
+        }
+        match self.groups() {
+            Err(GroupsError::Transport(why)) => {
+                breaker.failure(&why);
+            }
+            Err(GroupsError::Status { code, .. })
+                if Judge::default().verdict(code) == Verdict::Transient =>
+            {
+                breaker.failure(&format!("HTTP {code}"));
+            }
+            // The session could not be had: PortaBilling's trouble, not the ESPF API's.
+            Err(GroupsError::Login(_)) => breaker.release(),
+            _ => {
+                breaker.success();
+            }
+        }
+    }
+
     /// Reports `status` for `i_account`. A rejected bearer token (401) renews the session once.
     pub fn report(&self, i_account: i64, status: Status, message: &str) -> Result<(), Failure> {
         let message = truncate_chars(message, MAX_MESSAGE);

@@ -34,7 +34,7 @@ use crate::portabilling::PbClient;
 use crate::store::Store;
 use crate::upstream::Upstream;
 use crate::util::now_ms;
-use worker::{blocked_on, expire, process, resume_closed};
+use worker::{blocked_on, expire, probe_down, process, resume_closed};
 
 /// Events fetched per store query.
 const BATCH: usize = 64;
@@ -210,6 +210,7 @@ fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool, wakers
     // The upstream this lane's next event needs and found down.
     let mut blocked: Option<Upstream> = None;
     while !stop.load(Ordering::SeqCst) {
+        probe_down(ctx);
         resume_closed(ctx, || wakers.wake_all());
         if let Some(u) = blocked {
             let breaker = ctx.pb.upstreams().get(u);

@@ -16,6 +16,10 @@ use crate::store::{Early, State, StoredEvent, Update};
 use crate::upstream::{Admit, Upstream};
 use crate::util::now_ms;
 
+/// How long a status report waits when the ESPF API is down: it is made due as soon as the
+/// API answers again, so this is only the fallback.
+const PARKED_MS: i64 = 3_600_000;
+
 /// Handles one event: a full attempt, or only the status report still owed. Returns the
 /// upstream that is down when the event could not be tried for it: nothing was recorded,
 /// and the lane waits for that upstream.
@@ -150,12 +154,25 @@ fn attempt_once(
 pub(super) fn blocked_on(ctx: &Ctx, row: &StoredEvent) -> Option<Upstream> {
     let up = ctx.pb.upstreams();
     let needs: &[Upstream] = match (&row.event, row.state) {
-        (Err(_), _) => &[],
-        (_, State::Report) => &[Upstream::Espf],
+        // A report owed goes to conclude(), which parks it until the ESPF API is back.
+        (Err(_), _) | (_, State::Report) => &[],
         (Ok(ev), _) if ev.entity.is_some() => &[Upstream::PortaBilling, Upstream::Target],
         (Ok(_), _) => &[Upstream::Target],
     };
     needs.iter().copied().find(|u| up.get(*u).blocked())
+}
+
+/// Probes PortaBilling (`Session/ping`) and the ESPF API while they are down and a probe is
+/// due, so that they are found back even when no event would call them (every status report
+/// owed is parked while the ESPF API is down). The target is probed by its next due event.
+pub(super) fn probe_down(ctx: &Ctx) {
+    let up = ctx.pb.upstreams();
+    if up.portabilling.down().is_some() && !up.portabilling.blocked() {
+        let _ = ctx.pb.call("Session", "ping", serde_json::json!({}));
+    }
+    if up.espf.down().is_some() && !up.espf.blocked() {
+        ctx.espf.probe();
+    }
 }
 
 /// Once per breaker that closed: makes that upstream's waiting events due at once, says so,
@@ -220,14 +237,26 @@ fn conclude(
                     attempt
                 };
                 upstream = Some(f.upstream.unwrap_or(Upstream::Espf));
-                let delay = ctx.retry.backoff(attempts, f.retry_after);
-                log::warn!(
-                    "i_event={} status {} not reported yet ({}); next try in {} ms",
-                    ev.i_event,
-                    status.as_str(),
-                    f.message,
+                let delay = if f.down {
+                    // Parked: made due at once when the ESPF API is back (Store::resume).
+                    log::info!(
+                        "i_event={} status {} waits: {}",
+                        ev.i_event,
+                        status.as_str(),
+                        f.message
+                    );
+                    PARKED_MS
+                } else {
+                    let delay = ctx.retry.backoff(attempts, f.retry_after);
+                    log::warn!(
+                        "i_event={} status {} not reported yet ({}); next try in {} ms",
+                        ev.i_event,
+                        status.as_str(),
+                        f.message,
+                        delay
+                    );
                     delay
-                );
+                };
                 state = State::Report;
                 next_at = now_ms() + delay;
             }

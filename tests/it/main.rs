@@ -4,6 +4,7 @@
 
 mod auth;
 mod binary;
+mod breaker;
 mod callbacks;
 
 mod check;
@@ -20,6 +21,7 @@ mod ingress;
 mod limits;
 mod logs;
 mod metrics;
+mod outbound;
 mod readiness;
 mod robustness;
 

@@ -360,9 +360,9 @@ impl Inner {
 pub const CONTROLS: &str = "\
 POST   /_sim/account/<i_account> {fields}  merge fields into that account (created if unknown)
 DELETE /_sim/account/<i_account>           remove the account (lookups then answer {})
-POST   /_sim/target {\"mode\": M}          the target and the fakes of real systems: M is up, 503,
+POST   /_sim/target {\"mode\": M}            the target and the fakes of real systems: M is up, 503,
                                            reset (close without a reply) or blackhole (never answer)
-POST   /_sim/portabilling {\"mode\": M}    the same for the PortaBilling and ESPF APIs (/rest, /espf)
+POST   /_sim/portabilling {\"mode\": M}      the same for the PortaBilling and ESPF APIs (/rest, /espf)
 GET    /_sim/target, /_sim/portabilling    the current mode and how many requests are held
 ";
 

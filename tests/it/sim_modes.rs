@@ -369,3 +369,46 @@ fn set_mode_raw(sim: &Sim, path: &str, body: &str) -> Value {
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
+
+/// The README's curl lines for the controls ("Rehearse without PortaBilling"), run as written
+/// against a simulator: each is understood (200).
+#[test]
+fn the_readme_controls_work_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let sim = start();
+    let mut ran = Vec::new();
+    for line in readme.lines().filter(|l| l.starts_with("curl ")) {
+        let Some(at) = line.find("http://127.0.0.1:8090/_sim/") else {
+            continue;
+        };
+        let path = line[at + "http://127.0.0.1:8090".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap();
+        let method = match line.split_once("-X ") {
+            Some((_, m)) => m.split_whitespace().next().unwrap(),
+            None => "GET",
+        };
+        let body = line
+            .split_once("-d '")
+            .and_then(|(_, b)| b.split_once('\''))
+            .map(|(b, _)| b)
+            .unwrap_or("");
+        let (status, reply) = control(&sim, method, path, body);
+        assert_eq!(status, 200, "{line}: {reply}");
+        ran.push(format!("{method} {path}"));
+    }
+    for want in [
+        "POST /_sim/account/1000889",
+        "DELETE /_sim/account/1000889",
+        "POST /_sim/target",
+        "GET /_sim/target",
+        "POST /_sim/portabilling",
+    ] {
+        assert!(ran.iter().any(|r| r == want), "{want} not in {ran:?}");
+    }
+    // The last lines leave PortaBilling down, as they say.
+    assert_eq!(sim.pb_mode(), UpstreamMode::Unavailable);
+    assert_eq!(sim.target_mode(), UpstreamMode::Up);
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::logging::LogFormat;
-use crate::sim::{Sim, SimConfig};
+use crate::sim::{Sim, SimConfig, CONTROLS};
 use crate::util::parse_duration;
 
 /// `espfd simulate --help`.
@@ -44,12 +44,21 @@ the simulator are printed on stdout as export lines; each request is logged on s
 (Ctrl-C) or SIGTERM prints a summary of what was received and exits.
 
 Serves: POST /rest/<Service>/<method> (PortaBilling API), /espf/v1/... (ESPF API: status
-reports, GET groups), POST /target (the provisioning target), and controls to change its
-records while it runs:
+reports, GET groups), POST /target (the provisioning target) and fakes of real systems
+(/pyhss, /stalker_portal, /oauth + /dataverse, /CAI3G1.2), and controls to change its records
+and take either side down while it runs (no authentication, same port):
   POST   /_sim/account/<i_account> {fields}  merge fields into that account, creating it if
                                             unknown, e.g. {\"blocked\": \"Y\"}, {\"bill_status\": \"C\"},
                                             {\"h323_password\": \"...\"}
   DELETE /_sim/account/<i_account>           PortaBilling no longer knows it (lookups answer {})
+  POST   /_sim/target {\"mode\": M}            the target and the fakes of real systems:
+                                            M = \"up\" answer normally, \"503\" answer 503,
+                                            \"reset\" close each connection without a reply,
+                                            \"blackhole\" never answer (the requests held get
+                                            503 when the mode leaves blackhole)
+  POST   /_sim/portabilling {\"mode\": M}      the same for the PortaBilling and ESPF APIs
+                                            (/rest, /espf); /_sim keeps answering in every mode
+  GET    /_sim/target, /_sim/portabilling    the current mode and how many requests are held
 The accounts 1000889 (open), 1000890 (blocked), 1000891 (closed), 277147 and 2984 exist at
 the start, each with an h323_password. A test double: it keeps everything in memory and
 trusts its callers; keep it on a network you control.
@@ -198,6 +207,19 @@ pub fn run(args: &[String]) -> Result<ExitCode, Error> {
         "# change an account: curl -X POST -d '{{\"blocked\": \"Y\"}}' {}/_sim/account/1000889 (DELETE removes it)",
         sim.url()
     );
+    println!(
+        "# take the target down: curl -X POST -d '{{\"mode\": \"blackhole\"}}' {}/_sim/target \
+         (modes: up, 503, reset, blackhole; GET shows the mode)",
+        sim.url()
+    );
+    println!(
+        "# take PortaBilling and the ESPF API down: curl -X POST -d '{{\"mode\": \"503\"}}' {}/_sim/portabilling",
+        sim.url()
+    );
+    println!("# every control (espfd simulate --help says more):");
+    for line in CONTROLS.lines() {
+        println!("#   {line}");
+    }
     println!("# SIGINT (Ctrl-C) or SIGTERM stops the simulator and prints what it received.");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

@@ -92,6 +92,10 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Close the connection after this reply.
     pub close: bool,
+    /// Send nothing at all: close the connection instead of writing this reply, so that the
+    /// client sees the connection end where it expected a status line. Only the simulator's
+    /// outage switches use it ([`Response::no_reply`]).
+    pub no_reply: bool,
 }
 
 impl Response {
@@ -106,6 +110,7 @@ impl Response {
             headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
             body: body.into_bytes(),
             close: false,
+            no_reply: false,
         }
     }
 
@@ -119,6 +124,7 @@ impl Response {
             )],
             body: value.to_string().into_bytes(),
             close: false,
+            no_reply: false,
         }
     }
 
@@ -126,6 +132,18 @@ impl Response {
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Response {
         self.headers.push((name.to_string(), value.into()));
         self
+    }
+
+    /// No reply: the connection is closed without a byte written, like a server that crashed
+    /// or a firewall that resets the connection after the request was sent.
+    pub fn no_reply() -> Response {
+        Response {
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+            close: true,
+            no_reply: true,
+        }
     }
 
     /// Marks the connection to be closed after this reply.

@@ -107,6 +107,13 @@ impl Server {
         self.addr
     }
 
+    /// Connections accepted since the start, those then refused for the connection limits
+    /// included (not those the allow-list refused): what a benchmark divides by time for
+    /// connection attempts per second.
+    pub fn accepted_connections(&self) -> u64 {
+        self.shared.next_id.load(Ordering::Relaxed)
+    }
+
     /// Open connections right now.
     pub fn active_connections(&self) -> usize {
         self.shared.active.load(Ordering::SeqCst)
@@ -452,6 +459,10 @@ fn serve_connection<S: Transport>(mut stream: S, peer: SocketAddr, conn: &ConnGu
                 Ok(resp) => resp,
                 Err(_) => Response::text(500, "internal error").closing(),
             };
+        if resp.no_reply {
+            // Dropping the socket closes it: a FIN, or a reset if the client sent more.
+            return;
+        }
         // The last request a connection may carry is answered with `Connection: close`.
         let keep = keep_alive
             && !resp.close

@@ -13,14 +13,15 @@
 //! | `POST /rest/<Service>/<method>` | the PortaBilling JSON API: sessions, lookups, faults | `pb.rs` |
 //! | `/espf/v1/...` | the ESPF API: status reports, service groups | `espf.rs` |
 //! | `POST /target` | an HTTP provisioning target (an HSS, a CRM ...) | `target.rs` |
-//! | `/_sim/...` | the simulator's own controls: change its records over HTTP | here, `pb.rs` |
+//! | `/_sim/...` | the simulator's own controls: change its records, take a side down | here, `pb.rs`, `outage.rs` |
 //!
 //! Behaviour follows what espfd's clients expect (`portabilling.rs`, `espf.rs`, `target/`); the
 //! fixtures (`fixtures.rs`) are PortaOne's documentation examples plus a few made-up but
 //! consistent records. Every
 //! request is recorded so that a test can assert on what espfd sent, and the knobs on [`Sim`]
 //! inject what a real deployment does to a client: latency, 503s, revoked sessions (a DR
-//! failover), scripted target replies, slow entities.
+//! failover), scripted target replies, slow entities, and whole outages of either side
+//! (503, reset connections, a blackhole: [`UpstreamMode`]).
 //!
 //! What it is not: a PortaBilling. It knows the handful of methods espfd calls, keeps
 //! everything in memory, signs nothing (its access tokens only look like JWTs) and trusts
@@ -30,6 +31,7 @@ mod cai3g;
 mod dataverse;
 mod espf;
 mod fixtures;
+mod outage;
 mod pb;
 mod pyhss;
 mod stalker;
@@ -49,6 +51,7 @@ use crate::util::{jitter_u64, now_ms};
 pub use cai3g::{PASSWORD as CAI3G_PASSWORD, USER as CAI3G_USER};
 pub use dataverse::{CLIENT_ID as DATAVERSE_CLIENT_ID, CLIENT_SECRET as DATAVERSE_CLIENT_SECRET};
 pub use espf::PREDEFINED_GROUPS;
+pub use outage::UpstreamMode;
 pub use pb::{FAULT_INVALID_REQUEST, FAULT_UNKNOWN_METHOD};
 pub use pyhss::PROVISIONING_KEY as PYHSS_PROVISIONING_KEY;
 pub use stalker::{PASSWORD as STALKER_PASSWORD, USER as STALKER_USER};
@@ -260,6 +263,8 @@ struct Callback {
 struct Inner {
     cfg: SimConfig,
     state: Mutex<State>,
+    /// The outage switches, with their own lock: a held request must not hold `state`.
+    outages: outage::Outages,
 }
 
 impl Inner {
@@ -287,9 +292,17 @@ impl Inner {
                 limit,
             );
         }
-        let resp = self.route(&req, at_ms);
+        let side = outage::Side::of(&req.path);
+        let resp = match side.and_then(|side| self.outages.intercept(side)) {
+            Some(outage) => outage,
+            None => self.route(&req, at_ms),
+        };
         // Only `espfd simulate` installs a logger alongside a simulator: one line per request.
-        log::info!("{} {} → {}", req.method, req.path, resp.status);
+        if resp.no_reply {
+            log::info!("{} {} → closed without a reply", req.method, req.path);
+        } else {
+            log::info!("{} {} → {}", req.method, req.path, resp.status);
+        }
         resp
     }
 
@@ -339,6 +352,8 @@ impl Inner {
         let (what, arg) = rest.split_once('/').unwrap_or((rest, ""));
         match what {
             "account" => pb::control_account(self, req, arg),
+            "target" => self.outages.control(req, outage::Side::Target, arg),
+            "portabilling" => self.outages.control(req, outage::Side::Pb, arg),
             _ => Response::text(404, format!("no such control: {}\n{CONTROLS}", req.path)),
         }
     }
@@ -348,6 +363,10 @@ impl Inner {
 pub const CONTROLS: &str = "\
 POST   /_sim/account/<i_account> {fields}  merge fields into that account (created if unknown)
 DELETE /_sim/account/<i_account>           remove the account (lookups then answer {})
+POST   /_sim/target {\"mode\": M}            the target and the fakes of real systems: M is up, 503,
+                                           reset (close without a reply) or blackhole (never answer)
+POST   /_sim/portabilling {\"mode\": M}      the same for the PortaBilling and ESPF APIs (/rest, /espf)
+GET    /_sim/target, /_sim/portabilling    the current mode and how many requests are held
 ";
 
 /// What `GET /` answers: a reminder of what is served here.
@@ -411,11 +430,16 @@ impl Sim {
         let inner = Arc::new(Inner {
             cfg,
             state: Mutex::new(state),
+            outages: outage::Outages::default(),
         });
         // Target documents carry whole PortaBilling records (a detailed account is ~45 KB);
-        // give them room beyond the ingress default.
+        // give them room beyond the ingress default. Every client is usually on loopback, one
+        // address: the per-address limit is the whole limit, which leaves room for the
+        // controls above the requests a blackhole holds (`outage::MAX_HELD` per side).
         let limits = Limits {
             max_body: 1024 * 1024,
+            max_connections: SIM_MAX_CONNECTIONS,
+            max_connections_per_addr: SIM_MAX_CONNECTIONS,
             ..Limits::default()
         };
         let handler = inner.clone();
@@ -661,6 +685,47 @@ impl Sim {
         self.inner.state().target_failure_rate = r;
     }
 
+    /// Switches the target and the fakes of real systems (every path but `/rest`, `/espf`,
+    /// `/_sim` and `/`) to `mode`, like `POST /_sim/target`. Leaving
+    /// [`UpstreamMode::Blackhole`] answers the requests it held 503.
+    pub fn set_target_mode(&self, mode: UpstreamMode) {
+        self.inner.outages.set(outage::Side::Target, mode);
+    }
+
+    /// Switches the PortaBilling and ESPF APIs (`/rest/...`, `/espf/...`) to `mode`, like
+    /// `POST /_sim/portabilling`. Leaving [`UpstreamMode::Blackhole`] answers the requests it
+    /// held 503.
+    pub fn set_pb_mode(&self, mode: UpstreamMode) {
+        self.inner.outages.set(outage::Side::Pb, mode);
+    }
+
+    /// The target side's mode.
+    pub fn target_mode(&self) -> UpstreamMode {
+        self.inner.outages.mode(outage::Side::Target)
+    }
+
+    /// The PortaBilling side's mode.
+    pub fn pb_mode(&self) -> UpstreamMode {
+        self.inner.outages.mode(outage::Side::Pb)
+    }
+
+    /// Target-side requests held unanswered right now (blackhole): the calls espfd has in
+    /// flight while the target is down (at most 256; the oldest give way).
+    pub fn target_held(&self) -> usize {
+        self.inner.outages.held(outage::Side::Target)
+    }
+
+    /// PortaBilling-side requests (`/rest`, `/espf`) held unanswered right now (blackhole).
+    pub fn pb_held(&self) -> usize {
+        self.inner.outages.held(outage::Side::Pb)
+    }
+
+    /// TCP connections the simulator accepted since it started, on its one port (both sides
+    /// and the controls): divided by time, the connection attempts per second a client made.
+    pub fn connections_accepted(&self) -> u64 {
+        self.server.accepted_connections()
+    }
+
     /// Polls `cond` every 10 ms until it holds (`true`) or `timeout` passes (`false`).
     pub fn wait_for(&self, timeout: Duration, cond: impl Fn(&Sim) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
@@ -678,9 +743,22 @@ impl Sim {
     /// Stops serving: no new connections, idle ones closed, and up to 2 s for replies in
     /// progress.
     pub fn shutdown(mut self) {
+        self.inner.outages.stop();
         self.server.shutdown(Duration::from_secs(2));
     }
 }
+
+impl Drop for Sim {
+    /// Lets go of held requests first, so that the listener does not wait for them (its own
+    /// drop, right after, stops it).
+    fn drop(&mut self) {
+        self.inner.outages.stop();
+    }
+}
+
+/// The simulator's connection limit, from any address. Above both sides' held requests
+/// (`outage::MAX_HELD` each) with room for the controls and a busy espfd.
+const SIM_MAX_CONNECTIONS: usize = 1024;
 
 /// The first header named `name` (case-insensitive) in `headers`.
 fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -27,6 +27,7 @@ mod robustness;
 
 mod send;
 mod sim;
+mod sim_modes;
 mod sim_systems;
 mod simulate;
 mod support;

@@ -33,7 +33,17 @@ fn prints_its_environment_serves_it_and_sums_up_on_sigterm() {
             break;
         }
     }
-    assert!(banner.contains("/_sim/account/1000889"), "{banner}");
+    for control in [
+        "/_sim/account/1000889",
+        "POST   /_sim/account/<i_account>",
+        "DELETE /_sim/account/<i_account>",
+        "POST   /_sim/target {\"mode\": M}",
+        "POST   /_sim/portabilling {\"mode\": M}",
+        "GET    /_sim/target, /_sim/portabilling",
+        "up, 503, reset, blackhole",
+    ] {
+        assert!(banner.contains(control), "{control} missing:\n{banner}");
+    }
     let names: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         names,
@@ -97,7 +107,11 @@ fn help_and_bad_flags() {
         .code(0)
         .stdout_has("--target-failure-rate")
         .stdout_has("POST   /_sim/account/<i_account>")
-        .stdout_has("DELETE /_sim/account/<i_account>");
+        .stdout_has("DELETE /_sim/account/<i_account>")
+        .stdout_has("POST   /_sim/target {\"mode\": M}")
+        .stdout_has("POST   /_sim/portabilling {\"mode\": M}")
+        .stdout_has("GET    /_sim/target, /_sim/portabilling")
+        .stdout_has("\"blackhole\"");
     for bad in [
         &["simulate", "--pb-failure-rate", "7"][..],
         &["simulate", "--nope"][..],

@@ -43,6 +43,8 @@ const ACCOUNTS: u64 = 500;
 const FIRST_ACCOUNT: u64 = 500_000;
 /// Latency of every simulated target call.
 const TARGET_LATENCY: Duration = Duration::from_millis(10);
+/// How long espfd's idle CPU use is measured before each run.
+const IDLE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Step 1 looks the subscriber up with a small JSON body; step 2 provisions it with a body
 /// built from the account and from the look-up's reply.
@@ -149,6 +151,8 @@ struct Figures {
     events: u64,
     elapsed: Duration,
     cpu: Duration,
+    /// CPU time used while idle during [`IDLE_WINDOW`] before the run.
+    idle: Duration,
     target_calls: u64,
     ok_reports: usize,
 }
@@ -160,6 +164,11 @@ impl Figures {
 
     fn cpu_us_per_event(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.events as f64
+    }
+
+    /// Idle CPU in milliseconds per second.
+    fn idle_ms_per_s(&self) -> f64 {
+        self.idle.as_secs_f64() * 1e3 / IDLE_WINDOW.as_secs_f64()
     }
 }
 
@@ -213,6 +222,11 @@ fn pipeline(sim: &Sim, bin: &str, which: Which<'_>, workers: usize, n: u64) -> F
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
+    // What espfd spends doing nothing (timers, polls), to tell it apart from the per-event
+    // cost over a run's length.
+    let idle_start = cpu_time(pid);
+    std::thread::sleep(IDLE_WINDOW);
+    let idle = cpu_time(pid).saturating_sub(idle_start);
 
     let auth = format!("Basic {}", base64_encode(b"espf:bench"));
     let spec = LoadSpec {
@@ -258,6 +272,7 @@ fn pipeline(sim: &Sim, bin: &str, which: Which<'_>, workers: usize, n: u64) -> F
         events: n,
         elapsed,
         cpu,
+        idle,
         target_calls: sim.target_calls_total() - calls_before,
         ok_reports: sim.statuses().iter().filter(|s| s.status == "OK").count(),
     }
@@ -377,10 +392,11 @@ fn main() {
         ] {
             let f = pipeline(&sim, &bin, which, workers, n);
             println!(
-                "{name}, {workers} workers: {:.0} events/s ({:.2} s), CPU {:.0} µs/event, {} target calls, {} OK reports",
+                "{name}, {workers} workers: {:.0} events/s ({:.2} s), CPU {:.0} µs/event (idle before: {:.0} ms CPU/s), {} target calls, {} OK reports",
                 f.per_second(),
                 f.elapsed.as_secs_f64(),
                 f.cpu_us_per_event(),
+                f.idle_ms_per_s(),
                 f.target_calls,
                 f.ok_reports
             );

@@ -301,7 +301,8 @@ fn render_cost(sim: &Sim, pb: Arc<PbClient>, template: &Path, renders: u64) -> (
         hidden_env: Vec::new(),
         settings: BTreeMap::from([("URL".to_string(), sim.target_url())]),
         secrets: BTreeMap::new(),
-        masked: Vec::new(),
+        auth: Default::default(),
+        tls: Default::default(),
     };
     let record = sample_account(&pb);
     let connector = TemplateConnector::load(template, &settings, pb, false).expect("load template");

@@ -7,7 +7,8 @@
 //! Modules, roughly in the order an event meets them: [`http`] (the listener), [`ingress`]
 //! (auth, validation, the event filter [`filter`]), [`event`], [`store`], [`pipeline`] (lanes and workers),
 //! [`portabilling`], [`enrich`] (one attempt's context for the connector), [`connector`],
-//! [`espf`]; around them [`config`], [`service`] (wiring), [`sim`] (simulated PortaBilling,
+//! [`espf`]; around them [`config`], [`service`] (wiring), [`pause`] (`espfd pause` as the
+//! service sees it), [`sim`] (simulated PortaBilling,
 //! ESPF API and target) and [`cli`].
 
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod ingress;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;
+pub mod pause;
 pub mod pipeline;
 pub mod portabilling;
 pub mod redact;

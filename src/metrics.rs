@@ -26,6 +26,7 @@ pub const NAMES: &[&str] = &[
     "espfd_backlog",
     "espfd_oldest_pending_age_seconds",
     "espfd_portabilling_last_answer_age_seconds",
+    "espfd_paused",
     "espfd_logins_total",
     "espfd_call_duration_seconds",
     "espfd_auth_failures_total",
@@ -297,6 +298,8 @@ pub struct Gauges {
     pub oldest_pending_age_seconds: Option<f64>,
     /// Seconds since PortaBilling last answered this process.
     pub portabilling_last_answer_age_seconds: Option<f64>,
+    /// Whether the service is paused (`espfd pause`); always rendered.
+    pub paused: bool,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -403,6 +406,14 @@ impl Metrics {
                 fmt_f64(age)
             );
         }
+
+        header(
+            &mut out,
+            "espfd_paused",
+            "gauge",
+            "1 while paused by espfd pause (nothing goes upstream; events are still stored), else 0.",
+        );
+        let _ = writeln!(out, "espfd_paused {}", u8::from(g.paused));
 
         header(
             &mut out,
@@ -540,8 +551,10 @@ mod tests {
             backlog: Some(3),
             oldest_pending_age_seconds: Some(1.5),
             portabilling_last_answer_age_seconds: None,
+            paused: true,
         });
         let at = |s: &str| value(&after, s);
+        assert_eq!(at("espfd_paused"), 1.0);
         // An unusual code appears once it has been seen; a usual one shows while zero.
         assert_eq!(at("espfd_events_received_total{code=\"413\"}"), 1.0);
         assert_eq!(at("espfd_events_received_total{code=\"200\"}"), 1.0);

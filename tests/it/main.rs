@@ -20,6 +20,7 @@ mod ingress;
 mod limits;
 mod logs;
 mod metrics;
+mod pause;
 mod readiness;
 mod robustness;
 

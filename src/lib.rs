@@ -9,7 +9,8 @@
 //! [`portabilling`], [`enrich`] (one attempt's context for the connector), [`connector`],
 //! [`espf`]; around them [`config`], [`service`] (wiring), [`outbound`] (agents) and [`token`]
 //! (the shared single-flight token: the PortaBilling session, the target's OAuth 2.0 token),
-//! [`sim`] (simulated PortaBilling, ESPF API and target) and [`cli`].
+//! [`upstream`] (a circuit breaker per upstream), [`pause`] (`espfd pause` as the service sees
+//! it), [`sim`] (simulated PortaBilling, ESPF API and target) and [`cli`].
 
 pub mod cli;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod ingress;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;
+pub mod pause;
 pub mod pipeline;
 pub mod portabilling;
 pub mod redact;

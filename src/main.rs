@@ -32,6 +32,8 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
         }
         ["demo"] => cli::demo::run(),
         ["events", ..] => cli::events::run(&args[1..]),
+        ["pause", ..] => cli::pause::pause(&args[1..]),
+        ["resume", ..] => cli::pause::resume(&args[1..]),
         ["check"] => cli::check::run(),
         ["render", ..] => cli::render::run(&args[1..]),
         ["simulate", ..] => cli::simulate::run(&args[1..]),

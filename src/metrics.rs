@@ -27,6 +27,7 @@ pub const NAMES: &[&str] = &[
     "espfd_oldest_pending_age_seconds",
     "espfd_portabilling_last_answer_age_seconds",
     "espfd_upstream_up",
+    "espfd_paused",
     "espfd_logins_total",
     "espfd_call_duration_seconds",
     "espfd_auth_failures_total",
@@ -300,6 +301,8 @@ pub struct Gauges {
     pub portabilling_last_answer_age_seconds: Option<f64>,
     /// Each upstream's name and whether it is up (its breaker closed).
     pub upstream_up: Vec<(&'static str, bool)>,
+    /// Whether the service is paused (`espfd pause`); always rendered.
+    pub paused: bool,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -422,6 +425,14 @@ impl Metrics {
                 );
             }
         }
+
+        header(
+            &mut out,
+            "espfd_paused",
+            "gauge",
+            "1 while paused by espfd pause (nothing goes upstream; events are still stored), else 0.",
+        );
+        let _ = writeln!(out, "espfd_paused {}", u8::from(g.paused));
 
         header(
             &mut out,
@@ -560,8 +571,10 @@ mod tests {
             oldest_pending_age_seconds: Some(1.5),
             portabilling_last_answer_age_seconds: None,
             upstream_up: vec![("portabilling", true), ("target", false)],
+            paused: true,
         });
         let at = |s: &str| value(&after, s);
+        assert_eq!(at("espfd_paused"), 1.0);
         // An unusual code appears once it has been seen; a usual one shows while zero.
         assert_eq!(at("espfd_events_received_total{code=\"413\"}"), 1.0);
         assert_eq!(at("espfd_events_received_total{code=\"200\"}"), 1.0);

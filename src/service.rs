@@ -15,6 +15,7 @@ use crate::espf::EspfClient;
 use crate::http::{self, Server, Tls};
 use crate::ingress::{Health, Ingress};
 use crate::metrics::Metrics;
+use crate::pause::PauseWatch;
 use crate::pipeline::{Ctx, Pipeline, RetryPolicy, Step};
 use crate::portabilling::PbClient;
 use crate::store::{Store, WriterThread};
@@ -28,6 +29,7 @@ pub struct Service {
     ctx: Arc<Ctx>,
     writer: WriterThread,
     janitor: Janitor,
+    pause: PauseWatch,
 }
 
 /// Deletes finished events older than `ESPFD_RETENTION`, so the store does not grow forever
@@ -91,6 +93,8 @@ impl Service {
             None => None,
         };
         let (store, writer) = Store::open(&config.state_dir, config.workers)?;
+        // Read before the workers start: a service started while paused takes nothing.
+        let (pause, pause_watch) = PauseWatch::start(&store)?;
         // This service's counters: every part that counts is handed the one registry.
         let metrics = Arc::new(Metrics::new());
         let pb = Arc::new(
@@ -114,6 +118,7 @@ impl Service {
             },
             observer: observer.clone(),
             metrics: metrics.clone(),
+            pause: pause.clone(),
         });
         let listener = TcpListener::bind(config.listen).map_err(|e| {
             Error::io(
@@ -131,7 +136,8 @@ impl Service {
             wakers: pipeline.wakers(),
             observer,
             callback_token: config.callback_token.clone(),
-            health: Health::new(ctx.store.clone(), ctx.pb.clone(), metrics.clone()),
+            health: Health::new(ctx.store.clone(), ctx.pb.clone(), metrics.clone())
+                .with_pause(pause),
             metrics: metrics.clone(),
         };
         let options = http::Options {
@@ -178,6 +184,7 @@ impl Service {
             ctx,
             writer,
             janitor,
+            pause: pause_watch,
         })
     }
 
@@ -231,6 +238,7 @@ impl Service {
             log::warn!("{busy} event(s) still in flight after ESPFD_SHUTDOWN_GRACE; they stay in the store and run again on the next start");
         }
         self.janitor.stop();
+        self.pause.stop();
         drop(self.ctx);
         self.writer.join();
         log::info!("espfd stopped");

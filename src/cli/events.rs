@@ -87,9 +87,14 @@ fn parse(args: &[String]) -> Result<Args, Error> {
 }
 
 fn open(a: &Args) -> Result<Reader, Error> {
-    let dir = a
-        .state_dir
-        .clone()
+    open_store(a.state_dir.clone())
+}
+
+/// The store of `state_dir`, else of `ESPFD_STATE_DIR` (or its default), opened on a
+/// connection of its own; an error if there is none yet. For the commands that work whether
+/// the service runs or not (`events`, `pause`, `resume`).
+pub(crate) fn open_store(state_dir: Option<PathBuf>) -> Result<Reader, Error> {
+    let dir = state_dir
         .unwrap_or_else(|| PathBuf::from(env_or_default("ESPFD_STATE_DIR").unwrap_or_default()));
     let path = dir.join("espfd.db");
     if !path.is_file() {
@@ -145,7 +150,14 @@ fn run_into(args: &[String], out: &mut String) -> Result<ExitCode, Error> {
             } else {
                 a.state
             };
-            let rows = open(&a)?.list(state, a.account, a.limit)?;
+            let reader = open(&a)?;
+            let rows = reader.list(state, a.account, a.limit)?;
+            if let Some(p) = reader.paused()? {
+                say!(
+                    out,
+                    "espfd is {p}; nothing goes upstream until espfd resume"
+                );
+            }
             say!(
                 out,
                 "{:<12} {:<11} {:<11} {:>4}  {:<24} {:<24} {:<22} message",

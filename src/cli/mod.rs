@@ -4,6 +4,7 @@ pub mod check;
 pub mod demo;
 pub mod events;
 pub mod load;
+pub mod pause;
 pub mod render;
 pub mod send;
 pub mod simulate;
@@ -16,6 +17,10 @@ Usage:
   espfd [run]        run the service (configured by environment variables)
   espfd demo         run the whole flow on this machine against built-in simulators
   espfd events ...   list / show / replay stored events (espfd events --help)
+  espfd pause [--reason TEXT]
+                     stop everything that goes upstream (a maintenance window); events are
+                     still stored (espfd pause --help)
+  espfd resume       end the pause; what waited is delivered
   espfd check        validate the configuration and try every connection; exit 0 when all pass
   espfd render ...   show (or --send) the requests the connector makes for one event
                      (espfd render --help)

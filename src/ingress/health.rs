@@ -17,6 +17,9 @@
 //! after the start it is 503 "PortaBilling has not answered yet" until the first probe is
 //! answered.
 //!
+//! While the service is paused (`espfd pause`) `/readyz` sends no probe and the PortaBilling
+//! condition does not apply: ready when the store is, with the pause in the body.
+//!
 //! Neither endpoint needs credentials and neither shows a secret or subscriber data.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -27,6 +30,7 @@ use serde_json::json;
 
 use crate::http::Response;
 use crate::metrics::{Gauges, Metrics};
+use crate::pause::Pause;
 use crate::portabilling::PbClient;
 use crate::store::{Reader, Store};
 use crate::upstream::Upstream;
@@ -54,6 +58,8 @@ pub struct Health {
     probe: Arc<Probe>,
     /// The service's registry, rendered by `/metrics`.
     metrics: Arc<Metrics>,
+    /// `espfd pause`: while set, ready without asking PortaBilling.
+    pause: Arc<Pause>,
 }
 
 #[derive(Default)]
@@ -72,7 +78,15 @@ impl Health {
             reader: Mutex::new(None),
             probe: Arc::new(Probe::default()),
             metrics,
+            pause: Pause::never(),
         }
+    }
+
+    /// Follows `pause` (the service's): while paused, `/readyz` is ready and says so
+    /// without asking PortaBilling, and `espfd_paused` is 1.
+    pub fn with_pause(mut self, pause: Arc<Pause>) -> Health {
+        self.pause = pause;
+        self
     }
 
     /// Runs `f` on the shared read connection, opening it if needed.
@@ -116,17 +130,22 @@ impl Health {
                 .iter()
                 .map(|&u| (u.name(), self.pb.upstreams().get(u).down().is_none()))
                 .collect(),
+            paused: self.pause.is_paused(),
         };
         let mut resp = Response::text(200, self.metrics.render(&gauges));
         resp.headers = vec![("Content-Type".into(), PROMETHEUS_TEXT.into())];
         resp
     }
 
-    /// `GET /readyz`: 200 "ready", or 503 with the reason.
+    /// `GET /readyz`: 200 "ready" (and who paused it, while paused), or 503 with the reason.
     pub fn readyz(&self) -> Response {
-        match self.not_ready() {
-            None => Response::text(200, "ready"),
-            Some(reason) => Response::text(503, reason),
+        match (self.not_ready(), self.pause.current()) {
+            (Some(reason), _) => Response::text(503, reason),
+            (None, Some(p)) => Response::text(
+                200,
+                format!("ready; {p}; nothing goes upstream until espfd resume"),
+            ),
+            (None, None) => Response::text(200, "ready"),
         }
     }
 
@@ -137,6 +156,11 @@ impl Health {
         }
         if let Err(e) = self.store.check_disk() {
             return Some(format!("event store not writable: {e}"));
+        }
+        if self.pause.is_paused() {
+            // Nothing goes upstream while paused, a probe included; PortaBilling's own
+            // maintenance may be why.
+            return None;
         }
         let now = now_ms();
         if let Some((since, why)) = self.pb.upstreams().portabilling.down() {

@@ -11,6 +11,9 @@
 //! its own entity but no one else's. Processing is level-triggered: the entity's current
 //! state is read from PortaBilling at the time of processing.
 //!
+//! While the service is paused (`espfd pause`, [`crate::pause`]) a lane takes no event and
+//! makes no call; it finishes the event in hand first.
+//!
 //! This file holds the lanes: [`Pipeline`] (one worker thread per lane), [`Wakers`] and the
 //! lane's loop. One event in a worker's hands (an attempt, its end, a retry) is in
 //! `worker.rs`; when to try again and when to give up is [`RetryPolicy`] (`retry.rs`).
@@ -30,6 +33,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::connector::Connector;
 use crate::espf::EspfClient;
 use crate::metrics::Metrics;
+use crate::pause::Pause;
 use crate::portabilling::PbClient;
 use crate::store::Store;
 use crate::upstream::Upstream;
@@ -41,6 +45,8 @@ const BATCH: usize = 64;
 /// Longest sleep of an idle worker before it looks at the store again anyway; this is how
 /// `espfd events replay`, run from another process, is noticed.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Longest nap of a paused worker before it looks at the flag again.
+const PAUSED_NAP: Duration = Duration::from_millis(250);
 
 /// What happened to an event, for `espfd demo` and tests to follow along.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +99,8 @@ pub struct Ctx {
     pub observer: Option<Sender<Step>>,
     /// The service's registry: finished events, retries, the target's call durations.
     pub metrics: Arc<Metrics>,
+    /// `espfd pause`: while set, the workers take no event and make no call.
+    pub pause: Arc<Pause>,
 }
 
 impl Ctx {
@@ -210,6 +218,9 @@ fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool, wakers
     // The upstream this lane's next event needs and found down.
     let mut blocked: Option<Upstream> = None;
     while !stop.load(Ordering::SeqCst) {
+        if paused(ctx, wake) {
+            continue;
+        }
         probe_down(ctx);
         resume_closed(ctx, || wakers.wake_all());
         if let Some(u) = blocked {
@@ -233,8 +244,9 @@ fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool, wakers
         };
         let overdue = reader.overdue(lane, now, BATCH).unwrap_or_default();
         for row in &overdue {
-            if stop.load(Ordering::SeqCst) {
-                return;
+            // A pause stops the lane between two events, not only between two batches.
+            if stop.load(Ordering::SeqCst) || ctx.pause.is_paused() {
+                break;
             }
             expire(ctx, row);
         }
@@ -249,8 +261,8 @@ fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool, wakers
             continue;
         }
         for row in rows {
-            if stop.load(Ordering::SeqCst) {
-                return;
+            if stop.load(Ordering::SeqCst) || ctx.pause.is_paused() {
+                break;
             }
             blocked = blocked_on(ctx, &row).or_else(|| process(ctx, &row));
             if blocked.is_some() {
@@ -260,4 +272,16 @@ fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool, wakers
             }
         }
     }
+}
+
+/// While the service is paused (`espfd pause`): naps until woken or [`PAUSED_NAP`] has
+/// passed and says true, so that the lane takes no event and makes no call (an overdue
+/// IN_PROGRESS event's FAILED report waits too). The flag itself is read from the store once
+/// a second by one thread for all lanes ([`crate::pause`]); this is an atomic load.
+fn paused(ctx: &Ctx, wake: &Receiver<()>) -> bool {
+    if !ctx.pause.is_paused() {
+        return false;
+    }
+    let _ = wake.recv_timeout(PAUSED_NAP);
+    true
 }

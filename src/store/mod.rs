@@ -8,9 +8,10 @@
 //! write that arrived while the previous commit was running, applies them in one transaction
 //! and one fsync (WAL, `synchronous=FULL`), and only then answers each caller. So a 200 to
 //! ESPF is never sent before its event is on disk, yet the disk's fsync rate does not cap
-//! ingest. The one write that does not is [`Reader::replay`] (`espfd events replay`), which
-//! writes on its own connection because it must work while the service is stopped; SQLite's
-//! write lock orders it with the writer when the service runs.
+//! ingest. The writes that do not are [`Reader::replay`] (`espfd events replay`) and
+//! [`Reader::pause`] / [`Reader::resume`] (`espfd pause`, `espfd resume`; `control.rs`), which
+//! write on their own connection because they must work while the service is stopped;
+//! SQLite's write lock orders them with the writer when the service runs.
 //!
 //! Reads (workers, `/readyz`, the `events` command) use their own connections ([`Reader`]);
 //! WAL lets them run alongside the writer.
@@ -28,10 +29,12 @@
 //! when the delivery ended otherwise. Which deliveries are in flight is known in memory
 //! ([`Store::delivering`]); after a restart none is.
 
+mod control;
 mod reader;
 mod schema;
 mod writer;
 
+pub use control::{Paused, Resumed};
 pub use reader::{Reader, Replay};
 pub use schema::State;
 pub use writer::WriterThread;

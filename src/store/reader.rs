@@ -27,7 +27,7 @@ pub enum Replay {
 
 /// A read connection (also used by the `events` command for its few writes).
 pub struct Reader {
-    conn: Connection,
+    pub(super) conn: Connection,
 }
 
 const ROW_COLUMNS: &str =

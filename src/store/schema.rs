@@ -171,6 +171,11 @@ CREATE TABLE IF NOT EXISTS completions (
     message  TEXT NOT NULL,
     at       INTEGER NOT NULL           -- unix ms
 );
+-- Settings written by commands while the service may run (`espfd pause`): see control.rs.
+CREATE TABLE IF NOT EXISTS control (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
 "
     )
 }

@@ -22,6 +22,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod outbound;
+mod pause;
 mod readiness;
 mod robustness;
 

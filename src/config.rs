@@ -114,6 +114,7 @@ pub const VARS: &[Var] = &[
     var("ESPFD_RETENTION", Some("30d"), "how long finished events (done, failed, skipped) stay in the store before they are deleted"),
     var("ESPFD_RETRY_INITIAL", Some("2s"), "delay before the first retry; each further retry waits twice as long (with jitter)"),
     var("ESPFD_RETRY_MAX_DELAY", Some("10m"), "longest delay between two retries"),
+    var("ESPFD_COALESCE", Some("off"), "on: when an entity has several events queued, deliver once for the newest and finish the older ones as coalesced (for targets that upsert the current state); off: every event is delivered"),
     var("ESPFD_BREAKER_FAILURES", Some("5"), "transient failures in a row after which an upstream (portabilling, target, espf) counts as down: one probe at a time (every 1-5 s) until it answers, and no attempts spent meanwhile"),
     var("ESPFD_SHUTDOWN_GRACE", Some("10s"), "on SIGTERM/SIGINT, time allowed for work in flight before it is left in the store for the next start"),
     var("ESPFD_MAX_CONNECTIONS", Some("256"), "most simultaneous inbound connections; at it, the oldest idle one is closed to make room, else new ones get 503"),
@@ -799,6 +800,16 @@ impl RawConfig {
             retry_initial: self.duration("ESPFD_RETRY_INITIAL")?,
             retry_max_delay: self.duration("ESPFD_RETRY_MAX_DELAY")?,
             breaker_failures: self.number("ESPFD_BREAKER_FAILURES", 1, 1000)? as u32,
+            coalesce: match self.required("ESPFD_COALESCE")? {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(err(
+                        "ESPFD_COALESCE",
+                        format!("'{other}' is not one of on, off"),
+                    ))
+                }
+            },
             limits: self.limits()?,
             log_format,
             redact,
@@ -839,6 +850,8 @@ pub struct Config {
     pub retry_max_delay: Duration,
     /// `ESPFD_BREAKER_FAILURES`.
     pub breaker_failures: u32,
+    /// `ESPFD_COALESCE=on`.
+    pub coalesce: bool,
     pub limits: Limits,
     pub log_format: LogFormat,
     /// Field names whose values are hidden in logs (lower-case; empty for `none`).

@@ -32,6 +32,9 @@ pub struct Context<'a> {
     pub record: Option<Value>,
     /// The JSON document for the target (see [`Context::new`]).
     pub document: String,
+    /// The older queued events of the entity this delivery stands for (`ESPFD_COALESCE`):
+    /// `(i_event, event_type)` in arrival order; empty when nothing was coalesced.
+    pub coalesced: Vec<(i64, String)>,
 }
 
 impl<'a> Context<'a> {
@@ -39,8 +42,9 @@ impl<'a> Context<'a> {
     /// with the entity's PortaBilling `record`.
     ///
     /// The document is `{"i_event", "event_type", "variables", "received_at" (RFC 3339),
-    /// "attempt", "group", "entity"}`, where `entity` is the record with its `kind` added
-    /// (`account`, `customer`, `invoice`, `did`), or `null` if there is no record.
+    /// "attempt", "group", "entity", "coalesced"}`, where `entity` is the record with its
+    /// `kind` added (`account`, `customer`, `invoice`, `did`), or `null` if there is no
+    /// record, and `coalesced` is empty (see [`Context::with_coalesced`]).
     pub fn new(
         event: &'a Event,
         received_at: i64,
@@ -56,24 +60,53 @@ impl<'a> Context<'a> {
             }
             _ => Value::Null,
         };
-        let document = json!({
-            "i_event": event.i_event,
-            "event_type": event.event_type,
-            "variables": event.variables,
-            "received_at": format_rfc3339(received_at),
-            "attempt": attempt,
-            "group": group,
-            "entity": entity,
-        })
-        .to_string();
-        Context {
+        let mut context = Context {
             event,
             received_at,
             attempt,
             group,
             record,
-            document,
-        }
+            document: String::new(),
+            coalesced: Vec::new(),
+        };
+        context.document = context.build_document(entity);
+        context
+    }
+
+    /// The same context standing also for the older events `coalesced` (`ESPFD_COALESCE`);
+    /// the document lists them.
+    pub fn with_coalesced(mut self, coalesced: Vec<(i64, String)>) -> Context<'a> {
+        self.coalesced = coalesced;
+        let entity = serde_json::from_str::<Value>(&self.document)
+            .ok()
+            .and_then(|mut d| d.get_mut("entity").map(Value::take))
+            .unwrap_or(Value::Null);
+        self.document = self.build_document(entity);
+        self
+    }
+
+    /// The `coalesced` list as JSON: `[{"i_event", "event_type"}]`.
+    pub fn coalesced_json(&self) -> Value {
+        Value::Array(
+            self.coalesced
+                .iter()
+                .map(|(i, t)| json!({"i_event": i, "event_type": t}))
+                .collect(),
+        )
+    }
+
+    fn build_document(&self, entity: Value) -> String {
+        json!({
+            "i_event": self.event.i_event,
+            "event_type": self.event.event_type,
+            "variables": self.event.variables,
+            "received_at": format_rfc3339(self.received_at),
+            "attempt": self.attempt,
+            "group": self.group,
+            "entity": entity,
+            "coalesced": self.coalesced_json(),
+        })
+        .to_string()
     }
 
     /// ESPF's id of the event.

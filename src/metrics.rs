@@ -178,6 +178,7 @@ pub struct Metrics {
     finished_failed: AtomicU64,
     finished_in_progress: AtomicU64,
     finished_skipped: AtomicU64,
+    finished_coalesced: AtomicU64,
     retries: AtomicU64,
     logins: AtomicU64,
     calls: [Histogram; 3],
@@ -207,6 +208,7 @@ impl Metrics {
             finished_failed: AtomicU64::new(0),
             finished_in_progress: AtomicU64::new(0),
             finished_skipped: AtomicU64::new(0),
+            finished_coalesced: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             logins: AtomicU64::new(0),
             calls: [Histogram::new(), Histogram::new(), Histogram::new()],
@@ -246,6 +248,7 @@ impl Metrics {
             "done" => self.finished_ok.fetch_add(1, Relaxed),
             "in_progress" => self.finished_in_progress.fetch_add(1, Relaxed),
             "skipped" => self.finished_skipped.fetch_add(1, Relaxed),
+            "coalesced" => self.finished_coalesced.fetch_add(1, Relaxed),
             _ => self.finished_failed.fetch_add(1, Relaxed),
         };
     }
@@ -350,6 +353,7 @@ impl Metrics {
             ("failed", &self.finished_failed),
             ("in_progress", &self.finished_in_progress),
             ("skipped", &self.finished_skipped),
+            ("coalesced", &self.finished_coalesced),
         ] {
             let _ = writeln!(
                 out,

@@ -110,6 +110,7 @@ impl Service {
             espf,
             connector,
             group: config.group.clone(),
+            coalesce: config.coalesce,
             retry: RetryPolicy {
                 initial: config.retry_initial,
                 max_delay: config.retry_max_delay,

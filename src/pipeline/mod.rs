@@ -38,7 +38,7 @@ use crate::portabilling::PbClient;
 use crate::store::Store;
 use crate::upstream::Upstream;
 use crate::util::now_ms;
-use worker::{blocked_on, expire, probe_down, process, resume_closed};
+use worker::{blocked_on, coalesce, expire, probe_down, process, resume_closed};
 
 /// Events fetched per store query.
 const BATCH: usize = 64;
@@ -94,6 +94,8 @@ pub struct Ctx {
     pub espf: EspfClient,
     pub connector: Connector,
     pub group: String,
+    /// `ESPFD_COALESCE=on`: an entity's queued events are delivered once, for the newest.
+    pub coalesce: bool,
     /// When to try again, when to give up, how long to wait for a completion callback.
     pub retry: RetryPolicy,
     pub observer: Option<Sender<Step>>,
@@ -264,7 +266,10 @@ fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool, wakers
             if stop.load(Ordering::SeqCst) || ctx.pause.is_paused() {
                 break;
             }
-            blocked = blocked_on(ctx, &row).or_else(|| process(ctx, &row));
+            blocked = blocked_on(ctx, &row).or_else(|| match coalesce(ctx, &reader, &row) {
+                Some((newest, older)) => process(ctx, &newest, older),
+                None => process(ctx, &row, Vec::new()),
+            });
             if blocked.is_some() {
                 // Its entity's later events wait behind it; the rest of the batch is
                 // read again once the upstream is back or a probe is due.

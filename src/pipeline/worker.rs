@@ -12,7 +12,7 @@ use crate::espf::Status;
 use crate::event::Event;
 use crate::metrics::Call;
 use crate::outbound::Failure;
-use crate::store::{Early, State, StoredEvent, Update};
+use crate::store::{Early, Reader, State, StoredEvent, Update};
 use crate::upstream::{Admit, Upstream};
 use crate::util::now_ms;
 
@@ -23,7 +23,11 @@ const PARKED_MS: i64 = 3_600_000;
 /// Handles one event: a full attempt, or only the status report still owed. Returns the
 /// upstream that is down when the event could not be tried for it: nothing was recorded,
 /// and the lane waits for that upstream.
-pub(super) fn process(ctx: &Ctx, row: &StoredEvent) -> Option<Upstream> {
+pub(super) fn process(
+    ctx: &Ctx,
+    row: &StoredEvent,
+    coalesced: Vec<(i64, String)>,
+) -> Option<Upstream> {
     let ev = match &row.event {
         Ok(ev) => ev,
         Err(reason) => {
@@ -49,7 +53,7 @@ pub(super) fn process(ctx: &Ctx, row: &StoredEvent) -> Option<Upstream> {
     let attempt = row.attempts + 1;
     // Until the outcome is recorded, a completion callback for this event is kept for it.
     let _delivering = ctx.store.delivering(ev.i_event);
-    let outcome = match attempt_once(ctx, row, ev, attempt) {
+    let outcome = match attempt_once(ctx, row, ev, attempt, coalesced) {
         Ok(outcome) => outcome,
         Err(f) => Outcome::Failed(f),
     };
@@ -113,6 +117,7 @@ fn attempt_once(
     row: &StoredEvent,
     ev: &Event,
     attempt: i64,
+    coalesced: Vec<(i64, String)>,
 ) -> Result<Outcome, Failure> {
     let record = enrich::lookup(&ctx.pb, ev)?;
     if ev.entity.is_some() {
@@ -122,7 +127,8 @@ fn attempt_once(
             found: record.is_some(),
         });
     }
-    let context = Context::new(ev, row.received_at, attempt, &ctx.group, record);
+    let context =
+        Context::new(ev, row.received_at, attempt, &ctx.group, record).with_coalesced(coalesced);
     let breaker = &ctx.pb.upstreams().target;
     let admit = breaker.admit();
     if let Admit::Down(why) = &admit {
@@ -147,6 +153,64 @@ fn attempt_once(
         }
     }
     Ok(outcome)
+}
+
+/// With `ESPFD_COALESCE=on`, when `head` has more events of its entity queued and due
+/// behind it: finishes the older ones as done ("coalesced into i_event N", no target call,
+/// no status report of their own) and returns the newest, to be delivered for all of them,
+/// with the older ones' ids and types. `None` when there is nothing to coalesce.
+pub(super) fn coalesce(
+    ctx: &Ctx,
+    reader: &Reader,
+    head: &StoredEvent,
+) -> Option<(StoredEvent, Vec<(i64, String)>)> {
+    if !ctx.coalesce || head.state != State::Queued {
+        return None;
+    }
+    let mut group = match reader.coalescible(head, now_ms()) {
+        Ok(g) if g.len() > 1 => g,
+        Ok(_) => return None,
+        Err(e) => {
+            log::warn!("i_event={} not coalesced: {e}", head.i_event);
+            return None;
+        }
+    };
+    let newest = group.pop()?;
+    let message = format!("coalesced into i_event {}", newest.i_event);
+    let updates = group
+        .iter()
+        .map(|old| Update {
+            status: None,
+            attempt_log: Some(("COALESCED".into(), message.clone())),
+            ..Update::new(old, State::Done, "", &message)
+        })
+        .collect();
+    // The older ones are finished first: if espfd dies now, the newest is still queued and
+    // carries the entity's current state when it runs.
+    if let Err(e) = ctx.store.update_all(updates) {
+        log::error!("i_event={} not coalesced: {e}", head.i_event);
+        return None;
+    }
+    log::info!(
+        "i_event={} {} stands for {} older events of {} (coalesced)",
+        newest.i_event,
+        newest.event_type,
+        group.len(),
+        newest.entity
+    );
+    for old in &group {
+        ctx.metrics.event_finished("coalesced");
+        ctx.emit(Step::Finished {
+            i_event: old.i_event,
+            state: State::Done.as_str(),
+            message: message.clone(),
+        });
+    }
+    let older = group
+        .into_iter()
+        .map(|old| (old.i_event, old.event_type))
+        .collect();
+    Some((newest, older))
 }
 
 /// Whether `row` cannot be tried now because an upstream it needs is down (and no probe

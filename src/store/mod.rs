@@ -449,6 +449,23 @@ impl Store {
         rx.recv().unwrap_or(Err(Error::Closed))
     }
 
+    /// Records every update of `ups` in as few transactions as the writer makes of them
+    /// (one, usually): the older events a coalesced delivery stands for.
+    pub fn update_all(&self, ups: Vec<Update>) -> Result<(), Error> {
+        let mut replies = Vec::with_capacity(ups.len());
+        for up in ups {
+            let (tx, rx) = bounded(1);
+            self.ops
+                .send(Op::Update(up, tx))
+                .map_err(|_| Error::Closed)?;
+            replies.push(rx);
+        }
+        for rx in replies {
+            rx.recv().unwrap_or(Err(Error::Closed))?;
+        }
+        Ok(())
+    }
+
     /// Makes due at once every event waiting because `upstream` failed; returns how many.
     pub fn resume(&self, upstream: Upstream) -> Result<usize, Error> {
         let (tx, rx) = bounded(1);

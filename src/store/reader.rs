@@ -158,6 +158,29 @@ impl Reader {
             .map_err(db_err("read event"))
     }
 
+    /// `head` and the events of its entity queued and due behind it, in arrival order, up
+    /// to the first one that is not (a retry wait or a report owed ends the run): what
+    /// `ESPFD_COALESCE=on` delivers once, for the last of them.
+    pub fn coalescible(&self, head: &StoredEvent, now: i64) -> Result<Vec<StoredEvent>, Error> {
+        let open = State::sql_in(&State::OPEN);
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM events
+             WHERE entity = ?1 AND state IN {open} AND seq >= ?2 ORDER BY seq LIMIT 1000"
+        );
+        let rows = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(db_err("read events"))?
+            .query_map(params![head.entity, head.seq], row)
+            .map_err(db_err("read events"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_err("read events"))?;
+        Ok(rows
+            .into_iter()
+            .take_while(|r| r.state == State::Queued && r.next_at <= now && r.event.is_ok())
+            .collect())
+    }
+
     /// Events, newest first, optionally only those in `state` and only those of account
     /// `i_account`.
     pub fn list(

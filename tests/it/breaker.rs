@@ -200,13 +200,20 @@ fn a_failing_espf_api_leaves_reports_owed_and_makes_them_all_when_it_is_back() {
         d.log()
     );
     assert_eq!(metric(d.addr, "espfd_upstream_up{upstream=\"espf\"}"), 0.0);
-    let owed = store(&state)
-        .list(None, None, 100)
-        .unwrap()
-        .iter()
-        .filter(|r| r.state == State::Report)
-        .count();
-    assert_eq!(owed, 20);
+    // Each one's report is owed (state report) once the worker has recorded it.
+    let owed = || {
+        store(&state)
+            .list(None, None, 100)
+            .unwrap()
+            .iter()
+            .filter(|r| r.state == State::Report)
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || owed() == 20),
+        "{} reports owed",
+        owed()
+    );
 
     sim.set_status_down(false);
     assert!(

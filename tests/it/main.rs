@@ -8,6 +8,7 @@ mod breaker;
 mod callbacks;
 
 mod check;
+mod coalesce;
 mod contrib;
 mod control_chars;
 mod damaged_store;

@@ -35,6 +35,7 @@ pub fn base(context: &Context<'_>, pb: &PbCalls) -> Base {
             "variables": ev.variables,
             "received_at": format_rfc3339(context.received_at),
             "attempt": context.attempt,
+            "coalesced": context.coalesced_json(),
         }))),
     );
     base.insert("group", Value::from(context.group));

@@ -566,6 +566,26 @@ mod tests {
     }
 
     #[test]
+    fn document_tojson_is_the_url_connectors_document() {
+        let t = connector(
+            "### s\nPOST {{ setting(\"URL\") }}/\n\n{{ document | tojson }}\n",
+            false,
+        );
+        let ev = Event::parse(
+            br#"{"event_type":"Subscriber/Updated","variables":{"i_event":5,"i_account":7}}"#,
+        )
+        .unwrap();
+        let record = serde_json::json!({"i_account": 7, "firstname": "A", "n": [1, {"x": null}]});
+        let context = Context::new(&ev, 1_000, 2, "HSS", Some(record));
+        let run = t.run(&context, Mode::DryRun);
+        let body = run.steps[0].request.clone().unwrap().body;
+        let rendered: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let document: serde_json::Value = serde_json::from_str(&context.document).unwrap();
+        assert_eq!(rendered, document);
+        assert_eq!(rendered["entity"]["kind"], "account");
+    }
+
+    #[test]
     fn secrets_are_masked_and_names_are_in_scope() {
         let t = connector(
             "### s\nPOST {{ setting(\"URL\") }}/x?k={{ secret(\"KEY\") }}\nX-Group: {{ group }}\n\n{{ account.firstname | tojson }} {{ event.i_event }}\n",

@@ -17,41 +17,59 @@ use crate::util::format_rfc3339;
 /// The names every step of an attempt sees, `steps` aside.
 pub type Base = BTreeMap<&'static str, Value>;
 
-/// `event`, `group`, `entity` and its kind's name, `document` and `pb`.
+/// `event`, `group`, `entity` and its kind's name, `document` and `pb`. The record is
+/// converted once and shared by `entity`, its kind's name and `document.entity`.
 pub fn base(context: &Context<'_>, pb: &PbCalls) -> Base {
     let ev = context.event;
-    let document: serde_json::Value =
-        serde_json::from_str(&context.document).unwrap_or(serde_json::Value::Null);
-    let entity = document
-        .get("entity")
-        .cloned()
-        .unwrap_or(serde_json::Value::Null);
+    let entity = match (context.entity_kind(), &context.record) {
+        (Some(kind), Some(serde_json::Value::Object(record))) => {
+            let mut map: BTreeMap<String, Value> = record
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(Serde(v))))
+                .collect();
+            map.insert("kind".into(), Value::from(kind));
+            Value::from(map)
+        }
+        _ => Value::from(()),
+    };
+    let event = Value::from(Serde(serde_json::json!({
+        "i_event": ev.i_event,
+        "event_type": ev.event_type,
+        "variables": ev.variables,
+        "received_at": format_rfc3339(context.received_at),
+        "attempt": context.attempt,
+        "coalesced": context.coalesced_json(),
+    })));
+    // The URL connector's document, field for field (see Context::new).
+    let mut document: BTreeMap<String, Value> = BTreeMap::new();
+    for key in [
+        "i_event",
+        "event_type",
+        "variables",
+        "received_at",
+        "attempt",
+        "coalesced",
+    ] {
+        document.insert(key.into(), event.get_attr(key).unwrap_or_default());
+    }
+    document.insert("group".into(), Value::from(context.group));
+    document.insert("entity".into(), entity.clone());
     let mut base = Base::new();
-    base.insert(
-        "event",
-        Value::from(Serde(serde_json::json!({
-            "i_event": ev.i_event,
-            "event_type": ev.event_type,
-            "variables": ev.variables,
-            "received_at": format_rfc3339(context.received_at),
-            "attempt": context.attempt,
-            "coalesced": context.coalesced_json(),
-        }))),
-    );
+    base.insert("event", event);
     base.insert("group", Value::from(context.group));
     for kind in ["account", "customer", "invoice", "did"] {
-        let mine = context.entity_kind() == Some(kind) && !entity.is_null();
+        let mine = context.entity_kind() == Some(kind) && !entity.is_none();
         base.insert(
             kind,
             if mine {
-                Value::from(Serde(&entity))
+                entity.clone()
             } else {
                 Value::from(())
             },
         );
     }
-    base.insert("entity", Value::from(Serde(&entity)));
-    base.insert("document", Value::from(Serde(&document)));
+    base.insert("entity", entity);
+    base.insert("document", Value::from(document));
     base.insert("pb", Value::from_dyn_object(pb.0.clone()));
     base
 }

@@ -2,6 +2,10 @@
 //! restarted on the same state dir. Every event that got a 200 must reach the target and end
 //! with a final status at the ESPF API. Prints what it measured; exits non-zero on a loss.
 //!
+//! It runs twice: as configured by default, and with `ESPFD_COALESCE=on`, where an event may
+//! instead be finished as coalesced into a newer event of its account — which then must have
+//! reached the target and have its final status.
+//!
 //! Run alone with `cargo test --release --test crash` (it is part of `cargo test` too).
 //! Sizes: CRASH_EVENTS (default 1200), CRASH_KILLS (default 6).
 
@@ -61,11 +65,26 @@ fn send_until_acked(
 }
 
 fn main() {
+    let plain = round(false);
+    let coalescing = round(true);
+    if plain && coalescing {
+        println!("crash: 1 passed, 0 failed");
+    } else {
+        println!("crash: 0 passed, 1 failed");
+        std::process::exit(1);
+    }
+}
+
+/// One crash run; whether nothing acknowledged was lost.
+fn round(coalesce: bool) -> bool {
     let events = env_u64("CRASH_EVENTS", 1200);
     let kills_wanted = env_u64("CRASH_KILLS", 6);
     let sim = Sim::start("127.0.0.1:0", SimConfig::default()).expect("simulators");
     let state = TempDir::new("crash");
-    let test = Test::new().sim_env(&sim, &state).env("RUST_LOG", "off");
+    let test = Test::new()
+        .sim_env(&sim, &state)
+        .env("RUST_LOG", "off")
+        .env("ESPFD_COALESCE", if coalesce { "on" } else { "off" });
     let first = test.spawn();
     // Every restart listens where the first one did: the senders keep one URL.
     let addr: SocketAddr = first.addr;
@@ -145,9 +164,11 @@ fn main() {
                 }
             }
         }
-        let done = acked
-            .iter()
-            .all(|i| delivered.contains(i) && reported.contains(i));
+        let covered = |i: &u64| {
+            delivered.contains(i) && reported.contains(i)
+                || into(&state, *i).is_some_and(|n| delivered.contains(&n) && reported.contains(&n))
+        };
+        let done = acked.iter().all(covered);
         if done || Instant::now() > deadline {
             break;
         }
@@ -168,21 +189,32 @@ fn main() {
     }
     let total_calls: usize = per_event.values().sum();
     let duplicates = total_calls - per_event.len();
-    let lost_target: Vec<u64> = acked
+    // A coalesced event counts as delivered and reported through the newer one it names.
+    let stand_in: HashMap<u64, u64> = acked
         .iter()
         .filter(|i| !delivered.contains(i))
+        .filter_map(|&i| into(&state, i).map(|n| (i, n)))
+        .collect();
+    let via = |i: &u64| *stand_in.get(i).unwrap_or(i);
+    let lost_target: Vec<u64> = acked
+        .iter()
+        .filter(|i| !delivered.contains(&via(i)))
         .copied()
         .collect();
     let lost_status: Vec<u64> = acked
         .iter()
-        .filter(|i| !reported.contains(i))
+        .filter(|i| !reported.contains(&via(i)))
         .copied()
         .collect();
 
     println!(
-        "crash test: {events} events sent over {:.1} s with {kills} SIGKILLs and restarts",
+        "crash test{}: {events} events sent over {:.1} s with {kills} SIGKILLs and restarts",
+        if coalesce { " (ESPFD_COALESCE=on)" } else { "" },
         sent_for.as_secs_f64()
     );
+    if coalesce {
+        println!("  coalesced into a newer event: {}", stand_in.len());
+    }
     println!("  acknowledged (200): {}", acked.len());
     println!("  delivered to the target: {} acknowledged events, {total_calls} target calls, {duplicates} duplicate calls", acked.len() - lost_target.len());
     println!(
@@ -196,14 +228,21 @@ fn main() {
     );
     sim.shutdown();
     drop(state);
-    let ok = kills >= kills_wanted
+    kills >= kills_wanted
         && acked.len() as u64 == events
         && lost_target.is_empty()
-        && lost_status.is_empty();
-    if ok {
-        println!("crash: 1 passed, 0 failed");
-    } else {
-        println!("crash: 0 passed, 1 failed");
-        std::process::exit(1);
+        && lost_status.is_empty()
+}
+
+/// The newer event `i_event` was coalesced into, if the store says it was.
+fn into(state: &TempDir, i_event: u64) -> Option<u64> {
+    let reader = espfd::store::Reader::open(&state.0.join("espfd.db")).ok()?;
+    let row = reader.get(i_event as i64).ok()??;
+    if row.state != espfd::store::State::Done {
+        return None;
     }
+    row.message?
+        .strip_prefix("coalesced into i_event ")?
+        .parse()
+        .ok()
 }

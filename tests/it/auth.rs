@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::harness::Espfd;
-use crate::harness::{account_event, agent, basic, sim_env, Harness, TempDir, USER};
+use crate::harness::{account_event, agent, basic, metric, sim_env, Harness, TempDir, USER};
 use crate::support::read_reply;
 
 const KEY_ID: &str = "test";
@@ -244,23 +244,6 @@ fn debug_log_shows_the_signing_strings_tried_but_never_the_key_or_expected_signa
             "an expected signature was logged:\n{log}"
         );
     }
-}
-
-/// The value of `series` in a scrape of the real binary's `/metrics`. The binary is a
-/// process of its own, so its counters hold exactly what this test did to it.
-fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
-    let text = agent()
-        .get(&format!("http://{addr}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{series} not in\n{text}"))
-        .parse()
-        .unwrap()
 }
 
 #[test]

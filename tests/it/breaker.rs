@@ -9,7 +9,7 @@ use espfd::sim::{Sim, SimConfig};
 use espfd::store::{Reader, State};
 
 use crate::harness::{
-    account_event, agent, basic, eventually, post, Espfd, TempDir, Test, PASSWORD, USER,
+    account_event, agent, basic, eventually, metric, post, Espfd, TempDir, Test, PASSWORD, USER,
 };
 
 fn daemon(sim: &Sim, state: &TempDir) -> Espfd {
@@ -19,22 +19,6 @@ fn daemon(sim: &Sim, state: &TempDir) -> Espfd {
         .env("ESPFD_RETRY_MAX_DELAY", "500ms")
         .env("RUST_LOG", "info")
         .spawn()
-}
-
-/// The value of `series` in the binary's `/metrics`.
-fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let text = agent()
-        .get(&format!("http://{addr}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{series} not in\n{text}"))
-        .parse()
-        .unwrap()
 }
 
 fn readyz(addr: SocketAddr) -> (u16, String) {

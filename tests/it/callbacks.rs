@@ -9,7 +9,7 @@ use espfd::sim::{CallbackTiming, Sim, SimConfig};
 
 use crate::harness::Espfd;
 use crate::harness::{
-    account_event, basic, eventually, post, sim_env, Harness, TempDir, PASSWORD, USER,
+    account_event, basic, eventually, post, sim_env, state_of, Harness, TempDir, PASSWORD, USER,
 };
 
 const TOKEN: &str = "cb-secret";
@@ -32,15 +32,6 @@ fn statuses_of(sim: &Sim, i_account: i64) -> Vec<String> {
 fn callback(base: &str, i_event: i64, body: &str) -> (u16, String) {
     let url = format!("{base}/events/{i_event}/status");
     post(&url, Some(&format!("Bearer {TOKEN}")), body)
-}
-
-fn state_of(h: &Harness, i_event: i64) -> String {
-    h.reader()
-        .get(i_event)
-        .unwrap()
-        .expect("stored")
-        .state
-        .to_string()
 }
 
 #[test]

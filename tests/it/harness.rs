@@ -512,3 +512,30 @@ impl Drop for Espfd {
         let _ = self.child.wait();
     }
 }
+
+/// The value of `series` in a scrape of `/metrics` at `addr` (a binary is a process of its
+/// own, so its counters hold exactly what the test did to it).
+pub fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let text = agent()
+        .get(&format!("http://{addr}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// The stored state of `i_event`, by name (`queued`, `done`, ...).
+pub fn state_of(h: &Harness, i_event: i64) -> String {
+    h.reader()
+        .get(i_event)
+        .unwrap()
+        .expect("stored")
+        .state
+        .to_string()
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use espfd::sim::{Sim, SimConfig};
 
 use crate::harness::{
-    account_event, basic, eventually, post, Harness, Run, TempDir, Test, PASSWORD, USER,
+    account_event, basic, eventually, post, state_of, Harness, Run, TempDir, Test, PASSWORD, USER,
 };
 use crate::metrics::get;
 
@@ -29,15 +29,6 @@ fn paused_gauge(base: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix("espfd_paused "))
         .map(|v| v.trim().parse().unwrap())
-}
-
-fn state_of(h: &Harness, i_event: i64) -> String {
-    h.reader()
-        .get(i_event)
-        .unwrap()
-        .expect("stored")
-        .state
-        .to_string()
 }
 
 /// Long enough for a worker that ignored the pause to have looked at the store several

@@ -4,7 +4,7 @@
 //! Nothing here renders: the step's text is kept as written, to be rendered with MiniJinja
 //! when an event comes (see `render.rs`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::connector::judge::{Judge, StatusList};
 
@@ -166,14 +166,18 @@ fn apply(step: &mut Step, ann: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The `< file` names in the steps' text, wherever they sit (an `{% if %}` may choose).
-pub fn body_files(steps: &[Step]) -> BTreeSet<String> {
-    steps
-        .iter()
-        .flat_map(|s| s.text.lines())
-        .filter_map(body_file)
-        .map(str::to_string)
-        .collect()
+/// The `< file` names in the steps' text, wherever they sit (an `{% if %}` may choose),
+/// each with the file's line number where it is first named.
+pub fn body_files(steps: &[Step]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for step in steps {
+        for (j, line) in step.text.lines().enumerate() {
+            if let Some(name) = body_file(line) {
+                out.entry(name.to_string()).or_insert(step.line + j);
+            }
+        }
+    }
+    out
 }
 
 /// Refuses the tags that would read other templates: `include`, `import`, `from`,
@@ -231,7 +235,7 @@ PUT http://x/
         assert_eq!(s[1].label(), "step 'create it'");
         assert_eq!(
             body_files(&s).into_iter().collect::<Vec<_>>(),
-            ["body.json"]
+            [("body.json".to_string(), 13)]
         );
     }
 

@@ -27,4 +27,5 @@ mod sim;
 mod sim_systems;
 mod simulate;
 mod support;
+mod template;
 mod tls;

@@ -28,4 +28,5 @@ mod sim_systems;
 mod simulate;
 mod support;
 mod template;
+mod templates_shipped;
 mod tls;

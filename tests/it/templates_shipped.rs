@@ -12,7 +12,13 @@ use serde_json::{json, Value};
 use crate::harness::{account_event, Harness, TempDir, Test};
 
 /// Every example, by its template file.
-const EXAMPLES: [&str; 3] = ["pyhss.http", "cai3g.http", "espfd-document.http"];
+const EXAMPLES: [&str; 5] = [
+    "pyhss.http",
+    "cai3g.http",
+    "espfd-document.http",
+    "stalker.http",
+    "dataverse.http",
+];
 
 fn shipped(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -592,6 +592,9 @@ X-Name: {{ account.firstname }}
 {% if event.event_type == "Subscriber/Deleted" %}
 X-Broken: {{ account.no_such_field }}
 {% endif %}
+{% if event.event_type == "Subscriber/Closed" %}
+{% for x in account.no_such_list %}X-Item: {{ x }}{% endfor %}
+{% endif %}
 "#,
         )],
         &[],
@@ -612,6 +615,16 @@ X-Broken: {{ account.no_such_field }}
         )
     );
     assert_eq!(t.api().len(), 1, "nothing sent for the failed event");
+
+    // Iterating it is an error too.
+    let row = t.event("Subscriber/Closed", 132);
+    let (state, _, message) = summary(&row);
+    assert_eq!(state, "failed");
+    assert!(
+        message.starts_with("t.http line 14:") && message.contains("account.no_such_list"),
+        "{message}"
+    );
+    assert_eq!(t.api().len(), 1);
 }
 
 #[test]

@@ -450,6 +450,35 @@ fn xml_bodies_escape_every_value() {
     assert_eq!(xml_text(xml, "note").as_deref(), Some("x&y<z>"));
 }
 
+#[test]
+fn data_that_reads_like_a_body_file_line_stays_data() {
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    sim.put_account(json!({
+        "i_account": 1000889, "id": "12065550100", "bill_status": "O", "blocked": "N",
+        "note": "< a.json",
+    }));
+    let t = start_on(
+        sim,
+        &[
+            (
+                "t.http",
+                "### never sent\n{% if event.i_event == 0 %}\nPUT {{ setting(\"API\") }}/never\n\n< a.json\n{% endif %}\n\n### inline\nPOST {{ setting(\"API\") }}/note\nContent-Type: text/plain\n\n{{ account.note }}\n",
+            ),
+            ("a.json", "{\"from\": \"a.json\"}\n"),
+        ],
+        &[],
+    );
+    let row = t.event("Subscriber/Updated", 133);
+    assert_eq!(row.state.to_string(), "done", "{:?}", row.message);
+    let sent = &t.api()[0];
+    assert_eq!(sent.path, "/api/note");
+    assert_eq!(
+        sent.body, "< a.json",
+        "the subscriber's note, not the file it names"
+    );
+    assert_eq!(sent.header("content-type"), Some("text/plain"));
+}
+
 /// `application/x-www-form-urlencoded` decoding of one value (`+` is a space).
 fn form_decode(s: &str) -> String {
     let mut out = Vec::new();

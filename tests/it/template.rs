@@ -372,6 +372,91 @@ POST {{ setting("API") }}/block/{{ account.id }}
     assert_eq!(t.status().status, "OK");
 }
 
+#[test]
+fn the_names_in_scope_are_those_of_the_contract() {
+    let t = start(
+        &[(
+            "t.http",
+            r#"### show them
+POST {{ setting("API") }}/scope HTTP/1.1
+X-Group: {{ group }}
+X-Event: {{ event.i_event }} {{ event.event_type }} {{ event.variables.i_account }} attempt {{ event.attempt }}
+X-Received: {{ event.received_at }}
+X-Entity: {{ entity.kind }} {{ entity.i_account }} {{ account.id }}
+X-Others: {{ customer is none }} {{ invoice is none }} {{ did is none }}
+X-Document: {{ document.entity.i_account }} {{ document.i_event }}
+X-Now: {{ now() }}
+X-Uuid: {{ uuid() }}
+"#,
+        )],
+        &[],
+    );
+    let row = t.event("Subscriber/Updated", 134);
+    assert_eq!(row.state.to_string(), "done", "{:?}", row.message);
+    let sent = &t.api()[0];
+    let h = |n: &str| {
+        sent.header(n)
+            .unwrap_or_else(|| panic!("no {n}: {:?}", sent.headers))
+    };
+    assert_eq!(h("x-group"), t.h.config.group);
+    assert_eq!(h("x-event"), "134 Subscriber/Updated 1000889 attempt 1");
+    assert_eq!(h("x-entity"), "account 1000889 12065550100");
+    assert_eq!(
+        h("x-others"),
+        "True True True",
+        "MiniJinja prints booleans as Python does"
+    );
+    assert_eq!(h("x-document"), "1000889 134");
+    for (name, value) in [("x-received", h("x-received")), ("x-now", h("x-now"))] {
+        // RFC 3339, UTC: 2026-01-02T03:04:05Z (with or without fractions).
+        let b = value.as_bytes();
+        assert!(
+            value.len() >= 20 && b[4] == b'-' && b[10] == b'T' && value.ends_with('Z'),
+            "{name}: {value}"
+        );
+    }
+    let uuid = h("x-uuid");
+    assert_eq!(
+        (uuid.len(), &uuid[14..15], uuid.matches('-').count()),
+        (36, "4", 4),
+        "{uuid}"
+    );
+}
+
+#[test]
+fn a_step_that_cannot_connect_is_retried_naming_the_step() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let t = start(
+        &[(
+            "t.http",
+            "### first\nGET {{ setting(\"API\") }}/first\n\n### unreachable\n# @name down\nPOST {{ setting(\"DEAD\") }}/x\n",
+        )],
+        &[("ESPFD_SETTING_DEAD", &dead)],
+    );
+    let (code, _) = t.h.post(&account_event("Subscriber/Updated", 135, 1000889));
+    assert_eq!(code, 200);
+    assert!(
+        eventually(Duration::from_secs(20), || t
+            .h
+            .reader()
+            .get(135)
+            .unwrap()
+            .is_some_and(|r| r.attempts >= 2)),
+        "a connection error is transient"
+    );
+    let row = t.h.reader().get(135).unwrap().unwrap();
+    assert_ne!(row.state.to_string(), "failed", "{:?}", row.message);
+    let attempts = t.h.reader().attempts(135).unwrap();
+    assert!(attempts[0].3.contains("step down"), "{attempts:?}");
+    assert!(
+        t.h.sim.requests_to("/api/first").len() >= 2,
+        "a retry runs every step again"
+    );
+    assert!(t.h.sim.statuses().iter().any(|s| s.status == "RETRY"));
+}
+
 /// Subscriber data an attacker could choose: quotes, markup, entities, a line break,
 /// template syntax and non-ASCII text.
 const HOSTILE: &str =

@@ -1025,6 +1025,11 @@ fn templates_that_do_not_load_are_configuration_errors_at_start_and_in_check() {
             "include.http line 4: {% include %} is not allowed",
         ),
         (
+            "include-split.http",
+            "### a\nGET http://h/\n\n{%-\n  include \"x.json\" %}\n",
+            "include-split.http line 4: {% include %} is not allowed",
+        ),
+        (
             "outside.http",
             "### a\nPUT http://h/\n\n< ../x.json\n",
             "outside.http line 4: < ../x.json",

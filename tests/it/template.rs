@@ -778,6 +778,8 @@ POST {{ setting("API") }}/after/{{ event.i_event }}
 const PB_TEMPLATE: &str = r#"### read
 {% if event.event_type == "Subscriber/Closed" %}
 {% set x = pb("Account/update_account", {"i_account": account.i_account}) %}
+{% elif event.event_type == "Subscriber/Blocked" %}
+{% set x = pb("Account%2Fupdate_account/get_x", {"i_account": account.i_account}) %}
 {% endif %}
 {% set cards = pb("SIMCard/get_card_list", {"i_account": event.variables.i_account}).card_list %}
 POST {{ setting("API") }}/sim/{{ cards[0].imsi }}
@@ -817,6 +819,20 @@ fn pb_reads_more_data_once_per_attempt_and_is_read_only() {
         .sim
         .requests_to("/rest/Account/update_account")
         .is_empty());
+
+    // Nor a get_ name behind an escaped separator.
+    let row = t.post(136, &account_event("Subscriber/Blocked", 136, 277147));
+    let (state, _, message) = summary(&row);
+    assert_eq!(state, "failed");
+    assert!(message.contains("read-only"), "{message}");
+    assert!(
+        !t.h.sim
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("update_account")),
+        "{:?}",
+        t.h.sim.requests()
+    );
 }
 
 #[test]

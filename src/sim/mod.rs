@@ -12,8 +12,8 @@
 //! |---|---|---|
 //! | `POST /rest/<Service>/<method>` | the PortaBilling JSON API: sessions, lookups, faults | `pb.rs` |
 //! | `/espf/v1/...` | the ESPF API: status reports, service groups | `espf.rs` |
-//! | `POST /target` | an HTTP provisioning target (an HSS, a CRM ...) | `target.rs` |
 //! | `/api/...` | any HTTP API: requests recorded, replies scripted by path, else an echo | `scripted.rs` |
+//! | `POST /target` | an HTTP provisioning target (an HSS, a CRM ...) | `target.rs` |
 //! | `/_sim/...` | the simulator's own controls: change its records over HTTP | here, `pb.rs` |
 //!
 //! Behaviour follows what espfd's clients expect (`portabilling.rs`, `espf.rs`, `target/`); the

@@ -5,11 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use espfd::sim::{Sim, SimConfig, CAI3G_PASSWORD, CAI3G_USER, PYHSS_PROVISIONING_KEY};
+use espfd::sim::{
+    Sim, SimConfig, CAI3G_PASSWORD, CAI3G_USER, DATAVERSE_CLIENT_ID, DATAVERSE_CLIENT_SECRET,
+    PYHSS_PROVISIONING_KEY, STALKER_PASSWORD, STALKER_USER,
+};
 use espfd::store::StoredEvent;
 use serde_json::{json, Value};
 
-use crate::harness::{account_event, Harness, TempDir, Test};
+use crate::harness::{account_event, agent, basic, Harness, TempDir, Test};
 
 /// Every example, by its template file.
 const EXAMPLES: [&str; 5] = [
@@ -431,5 +434,231 @@ fn the_examples_pass_the_sample_render_of_espfd_check() {
     check_passes(
         "espfd-document.http",
         &[("ESPFD_SETTING_TARGET_URL", "{sim}/target".into())],
+    );
+}
+
+// The two examples below rely on outbound authentication (`ESPFD_TARGET_AUTH=basic` and
+// `oauth2`), which espfd adds to every step not marked `# @no-auth`; the templates carry no
+// credentials of their own.
+
+#[test]
+fn stalker_creates_updates_and_deletes_the_iptv_account_judged_by_the_body() {
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    let url = format!("{}/stalker_portal/api", sim.url());
+    let h = start(
+        sim,
+        "stalker.http",
+        &[
+            ("ESPFD_SETTING_STALKER_URL", url.clone()),
+            ("ESPFD_TARGET_USER", STALKER_USER.into()),
+            ("ESPFD_TARGET_PASSWORD", STALKER_PASSWORD.into()),
+        ],
+    );
+    let basic_auth = basic(STALKER_USER, STALKER_PASSWORD);
+    let authenticated = |h: &Harness| {
+        h.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/stalker_portal/"))
+            .all(|r| r.header("authorization") == Some(basic_auth.as_str()))
+    };
+
+    assert_done(&event(&h, "Subscriber/Created", 1, 1000889));
+    assert!(authenticated(&h));
+    let form = h.sim.requests_to("/stalker_portal/api/accounts")[0].clone();
+    assert_eq!(
+        form.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        calls(&h, "/stalker_portal/"),
+        [
+            "GET /stalker_portal/api/accounts/1000889",
+            "POST /stalker_portal/api/accounts"
+        ]
+    );
+    let accounts = h.sim.stalker_accounts();
+    assert_eq!(accounts.len(), 1);
+    for (field, want) in [
+        ("login", "12065550100"),
+        ("account_number", "1000889"),
+        ("full_name", "Sam Okafor"),
+        ("password", "c4sc4de-0100"),
+        ("phone", "12065550100"),
+        ("status", "1"),
+    ] {
+        assert_eq!(accounts[0][field], json!(want), "{field}: {accounts:?}");
+    }
+
+    let mut info: Value = json!({
+        "i_account": 1000889, "id": "12065550100", "i_customer": 6392, "bill_status": "O",
+        "blocked": "Y", "firstname": "Sam", "lastname": "Okafor-Reyes", "phone1": "12065550100",
+        "companyname": "Cascade Networks LLC", "h323_password": "c4sc4de-0100",
+    });
+    h.sim.put_account(info.clone());
+    assert_done(&event(&h, "Subscriber/Updated", 2, 1000889));
+    assert!(authenticated(&h));
+    assert_eq!(
+        calls(&h, "/stalker_portal/"),
+        [
+            "GET /stalker_portal/api/accounts/1000889",
+            "PUT /stalker_portal/api/accounts/1000889"
+        ]
+    );
+    let accounts = h.sim.stalker_accounts();
+    assert_eq!(
+        (
+            accounts.len(),
+            &accounts[0]["status"],
+            &accounts[0]["full_name"]
+        ),
+        (1, &json!("0"), &json!("Sam Okafor-Reyes"))
+    );
+
+    assert_done(&event(&h, "Subscriber/Deleted", 3, 1000889));
+    assert_eq!(
+        calls(&h, "/stalker_portal/"),
+        [
+            "GET /stalker_portal/api/accounts/1000889",
+            "DELETE /stalker_portal/api/accounts/1000889"
+        ]
+    );
+    assert!(h.sim.stalker_accounts().is_empty());
+
+    // The portal answers 200 {"status": "ERROR"} when the login is taken: FAILED, with its
+    // words as the message.
+    let taken = post_form(
+        &format!("{url}/accounts"),
+        &basic_auth,
+        "login=12065550100&account_number=555",
+    );
+    assert_eq!(taken["status"], "OK", "{taken}");
+    info["blocked"] = json!("N");
+    h.sim.put_account(info);
+    let row = event(&h, "Subscriber/Created", 4, 1000889);
+    assert_eq!(
+        (row.state.to_string(), row.status.as_deref()),
+        ("failed".to_string(), Some("FAILED"))
+    );
+    let message: Value = serde_json::from_str(row.message.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        message,
+        json!({"status": "ERROR", "error": "Login already in use"})
+    );
+    assert_eq!(row.attempts, 1, "a false @ok-if is permanent");
+}
+
+/// POSTs a form with HTTP Basic; returns the JSON reply.
+fn post_form(url: &str, authorization: &str, form: &str) -> Value {
+    let mut resp = agent()
+        .post(url)
+        .header("Authorization", authorization)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send(form)
+        .unwrap();
+    serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+#[test]
+fn dataverse_upserts_by_alternate_key_with_an_oauth2_token() {
+    let sim = Sim::start("127.0.0.1:0", SimConfig::default()).unwrap();
+    let base = sim.url();
+    let h = start(
+        sim,
+        "dataverse.http",
+        &[
+            (
+                "ESPFD_SETTING_DATAVERSE_URL",
+                format!("{base}/dataverse/api/data/v9.2"),
+            ),
+            (
+                "ESPFD_TARGET_OAUTH_URL",
+                format!("{base}/oauth/contoso/oauth2/v2.0/token"),
+            ),
+            ("ESPFD_TARGET_OAUTH_CLIENT_ID", DATAVERSE_CLIENT_ID.into()),
+            (
+                "ESPFD_TARGET_OAUTH_CLIENT_SECRET",
+                DATAVERSE_CLIENT_SECRET.into(),
+            ),
+        ],
+    );
+    let path = "/dataverse/api/data/v9.2/contacts(espfd_iaccount=1000889)";
+
+    assert_done(&event(&h, "Subscriber/Created", 1, 1000889));
+    let sent = h.sim.requests_to(path);
+    assert_eq!(sent.len(), 1, "{:?}", h.sim.requests());
+    assert!(
+        sent[0]
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("Bearer dv.")),
+        "{:?}",
+        sent[0].headers
+    );
+    assert_eq!(sent[0].header("content-type"), Some("application/json"));
+    assert_eq!(calls(&h, "/dataverse/"), [format!("PATCH {path}")]);
+    let records = h.sim.dataverse_records("contacts");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].0, "espfd_iaccount=1000889");
+    assert_eq!(
+        records[0].1,
+        json!({
+            "firstname": "Sam", "lastname": "Okafor",
+            "emailaddress1": "frontdesk@cascade.example.com", "telephone1": "12065550100",
+            "espfd_blocked": false,
+        })
+    );
+
+    h.sim.put_account(json!({
+        "i_account": 1000889, "id": "12065550100", "i_customer": 6392, "bill_status": "O",
+        "blocked": "Y", "firstname": "Sam", "lastname": "O\u{2019}Kafor \"Jr\"",
+        "email": "sam@cascade.example.com",
+    }));
+    assert_done(&event(&h, "Subscriber/Updated", 2, 1000889));
+    assert_eq!(calls(&h, "/dataverse/"), [format!("PATCH {path}")]);
+    let records = h.sim.dataverse_records("contacts");
+    assert_eq!(records.len(), 1, "the same contact, updated");
+    assert_eq!(
+        (&records[0].1["lastname"], &records[0].1["espfd_blocked"]),
+        (&json!("O\u{2019}Kafor \"Jr\""), &json!(true))
+    );
+
+    assert_done(&event(&h, "Subscriber/Deleted", 3, 1000889));
+    assert_eq!(calls(&h, "/dataverse/"), [format!("DELETE {path}")]);
+    assert!(h.sim.dataverse_records("contacts").is_empty());
+    // Deleting what is gone is done too (404 is in the step's @ok).
+    assert_done(&event(&h, "Subscriber/Deleted", 4, 1000889));
+    assert_eq!(h.sim.oauth_tokens_issued(), 1, "one token for every event");
+}
+
+#[test]
+fn stalker_and_dataverse_pass_the_sample_render_of_espfd_check() {
+    check_passes(
+        "stalker.http",
+        &[
+            (
+                "ESPFD_SETTING_STALKER_URL",
+                "{sim}/stalker_portal/api".into(),
+            ),
+            ("ESPFD_TARGET_USER", STALKER_USER.into()),
+            ("ESPFD_TARGET_PASSWORD", STALKER_PASSWORD.into()),
+        ],
+    );
+    check_passes(
+        "dataverse.http",
+        &[
+            (
+                "ESPFD_SETTING_DATAVERSE_URL",
+                "{sim}/dataverse/api/data/v9.2".into(),
+            ),
+            (
+                "ESPFD_TARGET_OAUTH_URL",
+                "{sim}/oauth/contoso/oauth2/v2.0/token".into(),
+            ),
+            ("ESPFD_TARGET_OAUTH_CLIENT_ID", DATAVERSE_CLIENT_ID.into()),
+            (
+                "ESPFD_TARGET_OAUTH_CLIENT_SECRET",
+                DATAVERSE_CLIENT_SECRET.into(),
+            ),
+        ],
     );
 }

@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | `POST /rest/<Service>/<method>` | the PortaBilling JSON API: sessions, lookups, faults | `pb.rs` |
 //! | `/espf/v1/...` | the ESPF API: status reports, service groups | `espf.rs` |
+//! | `/api/...` | any HTTP API: requests recorded, replies scripted by path, else an echo | `scripted.rs` |
 //! | `POST /target` | an HTTP provisioning target (an HSS, a CRM ...) | `target.rs` |
 //! | `/_sim/...` | the simulator's own controls: change its records, take a side down | here, `pb.rs`, `outage.rs` |
 //!
@@ -34,6 +35,7 @@ mod fixtures;
 mod outage;
 mod pb;
 mod pyhss;
+mod scripted;
 mod stalker;
 mod target;
 
@@ -239,6 +241,8 @@ struct State {
     dataverse: dataverse::Dataverse,
     /// The fake CAI3G HLR's sessions and subscribers (`/CAI3G1.2/services/CAI3G1.2`).
     cai3g: cai3g::Cai3g,
+    /// Replies scripted for `/api/` (`scripted.rs`).
+    scripted: scripted::Scripted,
 }
 
 /// When the simulated target calls espfd's completion endpoint, relative to its own reply.
@@ -331,6 +335,9 @@ impl Inner {
         }
         if let Some(rest) = path.strip_prefix("/dataverse/") {
             return dataverse::data(self, req, rest);
+        }
+        if path.starts_with("/api/") {
+            return scripted::handle(self, req);
         }
         if path == "/CAI3G1.2/services/CAI3G1.2" {
             return cai3g::handle(self, req);
@@ -426,6 +433,7 @@ impl Sim {
             stalker: stalker::Stalker::default(),
             dataverse: dataverse::Dataverse::default(),
             cai3g: cai3g::Cai3g::default(),
+            scripted: scripted::Scripted::default(),
         };
         let inner = Arc::new(Inner {
             cfg,

@@ -33,4 +33,6 @@ mod sim_modes;
 mod sim_systems;
 mod simulate;
 mod support;
+mod template;
+mod templates_shipped;
 mod tls;

@@ -119,7 +119,7 @@ impl TemplateConnector {
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut bodies = Vec::new();
-        for name in parse::body_files(&steps) {
+        for (name, line) in parse::body_files(&steps) {
             let relative = Path::new(&name);
             if relative.is_absolute()
                 || relative
@@ -127,13 +127,13 @@ impl TemplateConnector {
                     .any(|c| !matches!(c, Component::Normal(_)))
             {
                 return Err(bad(format!(
-                    "{file}: < {name}: a body file is named relative to the template's directory, without ..",
+                    "{file} line {line}: < {name}: a body file is named relative to the template's directory, without ..",
                 )));
             }
             let at: PathBuf = dir.join(relative);
             let text = std::fs::read_to_string(&at).map_err(|e| {
                 bad(format!(
-                    "{file}: < {name}: cannot read {}: {e}",
+                    "{file} line {line}: < {name}: cannot read {}: {e}",
                     at.display()
                 ))
             })?;

@@ -4,7 +4,7 @@
 //! Nothing here renders: the step's text is kept as written, to be rendered with MiniJinja
 //! when an event comes (see `render.rs`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::connector::judge::{Judge, StatusList};
 
@@ -166,34 +166,38 @@ fn apply(step: &mut Step, ann: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The `< file` names in the steps' text, wherever they sit (an `{% if %}` may choose).
-pub fn body_files(steps: &[Step]) -> BTreeSet<String> {
-    steps
-        .iter()
-        .flat_map(|s| s.text.lines())
-        .filter_map(body_file)
-        .map(str::to_string)
-        .collect()
+/// The `< file` names in the steps' text, wherever they sit (an `{% if %}` may choose),
+/// each with the file's line number where it is first named.
+pub fn body_files(steps: &[Step]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for step in steps {
+        for (j, line) in step.text.lines().enumerate() {
+            if let Some(name) = body_file(line) {
+                out.entry(name.to_string()).or_insert(step.line + j);
+            }
+        }
+    }
+    out
 }
 
 /// Refuses the tags that would read other templates: `include`, `import`, `from`,
-/// `extends`. Returns the 1-based line of the first one.
+/// `extends`, wherever the tag's name sits (a line break may follow `{%`). Returns the
+/// 1-based line of the first one.
 pub fn forbidden_tag(source: &str) -> Option<(usize, &'static str)> {
-    for (i, line) in source.lines().enumerate() {
-        let mut rest = line;
-        while let Some(at) = rest.find("{%") {
-            let tag = rest[at + 2..]
-                .trim_start_matches(['-', '+', '~'])
-                .trim_start();
-            for word in ["include", "import", "from", "extends"] {
-                if tag.starts_with(word)
-                    && !tag[word.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
-                {
-                    return Some((i + 1, word));
-                }
+    let mut from = 0;
+    while let Some(at) = source[from..].find("{%") {
+        let start = from + at;
+        let tag = source[start + 2..]
+            .trim_start_matches(['-', '+', '~'])
+            .trim_start();
+        for word in ["include", "import", "from", "extends"] {
+            if tag.starts_with(word)
+                && !tag[word.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+            {
+                return Some((source[..start].matches('\n').count() + 1, word));
             }
-            rest = &rest[at + 2..];
         }
+        from = start + 2;
     }
     None
 }
@@ -231,7 +235,7 @@ PUT http://x/
         assert_eq!(s[1].label(), "step 'create it'");
         assert_eq!(
             body_files(&s).into_iter().collect::<Vec<_>>(),
-            ["body.json"]
+            [("body.json".to_string(), 13)]
         );
     }
 
@@ -268,6 +272,11 @@ PUT http://x/
         assert_eq!(forbidden_tag("a\n{%- include 'x' %}"), Some((2, "include")));
         assert_eq!(forbidden_tag("{% from 'x' import y %}"), Some((1, "from")));
         assert_eq!(forbidden_tag("{% if fromage %}{% endif %}"), None);
+        assert_eq!(
+            forbidden_tag("a\nb {%\n  include 'x' %}"),
+            Some((2, "include"))
+        );
+        assert_eq!(forbidden_tag("{%-\r\nextends 'x' %}"), Some((1, "extends")));
         assert_eq!(forbidden_tag("{% set important = 1 %}"), None);
     }
 }

@@ -233,10 +233,11 @@ pub enum Rendered {
 }
 
 /// One physical line of rendered text, markers removed; `broken` when a value written into
-/// it held a CR or LF.
+/// it held a CR or LF, `valued` when any `{{ }}` value was written into it.
 struct Line {
     text: String,
     broken: bool,
+    valued: bool,
 }
 
 /// Splits rendered text into lines at the line breaks of the template itself.
@@ -245,17 +246,22 @@ fn lines(rendered: &str) -> Vec<Line> {
     let mut cur = Line {
         text: String::new(),
         broken: false,
+        valued: false,
     };
     let mut inside = false;
     for c in rendered.chars() {
         match c {
-            OPEN => inside = true,
+            OPEN => {
+                inside = true;
+                cur.valued = true;
+            }
             CLOSE => inside = false,
             '\n' if !inside => out.push(std::mem::replace(
                 &mut cur,
                 Line {
                     text: String::new(),
                     broken: false,
+                    valued: false,
                 },
             )),
             '\r' | '\n' => {
@@ -343,17 +349,22 @@ pub fn request(rendered: &str, label: &str) -> Result<Rendered, String> {
         }
         headers.push((name.to_string(), value.trim().to_string()));
     }
-    let body: Vec<String> = it.map(|l| l.text).collect();
-    let start = body.iter().position(|l| !l.trim().is_empty());
-    let end = body.iter().rposition(|l| !l.trim().is_empty());
-    let body = match (start, end) {
-        (Some(s), Some(e)) => body[s..=e].join("\n"),
-        _ => String::new(),
+    let body: Vec<Line> = it.collect();
+    let start = body.iter().position(|l| !l.text.trim().is_empty());
+    let end = body.iter().rposition(|l| !l.text.trim().is_empty());
+    let (body, file) = match (start, end) {
+        (Some(s), Some(e)) => {
+            // `< file` is the template's own text, never a value: subscriber data that
+            // renders as `< other.json` stays an inline body.
+            let file = (s == e && !body[s].valued && !body[s].text.contains('\n'))
+                .then(|| parse::body_file(&body[s].text))
+                .flatten()
+                .map(str::to_string);
+            let text: Vec<&str> = body[s..=e].iter().map(|l| l.text.as_str()).collect();
+            (text.join("\n"), file)
+        }
+        _ => (String::new(), None),
     };
-    let file = (!body.contains('\n'))
-        .then(|| parse::body_file(&body))
-        .flatten()
-        .map(str::to_string);
     Ok(Rendered::Request(
         OutRequest {
             method: method.to_string(),
@@ -497,6 +508,12 @@ mod tests {
             panic!()
         };
         assert_eq!((file.as_deref(), r.body.len()), (Some("sub.json"), 0));
+        // A value is never a body file, even one that reads like a `< file` line.
+        let text = format!("PUT http://h/\n\n{}\n", wrap("< sub.json"));
+        let Rendered::Request(r, file) = request(&text, "s").unwrap() else {
+            panic!()
+        };
+        assert_eq!((file, r.body.as_slice()), (None, b"< sub.json".as_slice()));
         assert!(request("get http://h/\n", "s")
             .unwrap_err()
             .contains("HTTP method"));

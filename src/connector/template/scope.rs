@@ -182,7 +182,11 @@ impl Object for PbObject {
                 "pb(\"{method}\"): a method is Service/method, e.g. Product/get_product_info"
             )));
         };
-        if service.is_empty() || !name.starts_with("get_") || name.contains('/') {
+        // Both parts are plain names: nothing that a URL would read as a separator, a
+        // query or an escape (`%2F`), so a call is exactly the method it names.
+        let plain =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !plain(service) || !plain(name) || !name.starts_with("get_") {
             return Err(invalid(format!(
                 "pb(\"{method}\"): only read-only methods (Service/get_...) may be called"
             )));

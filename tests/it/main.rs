@@ -25,6 +25,7 @@ mod metrics;
 mod outbound;
 mod pause;
 mod readiness;
+mod render;
 mod robustness;
 
 mod send;

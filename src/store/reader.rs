@@ -41,7 +41,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
         seq: r.get(0)?,
         i_event: r.get(1)?,
         event_type: r.get(2)?,
-        event: Event::parse(body.as_bytes()),
+        event: Event::parse_stored(body.as_bytes()),
         body,
         entity: r.get(4)?,
         lane: r.get(5)?,

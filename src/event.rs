@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(e.i_account(), Some(1_000_889));
         assert!(Event::parse(body).unwrap_err().contains("positive"));
         assert!(
-            !Event::parse_stored(br#"{"event_type":"X/Y","variables":{"i_event":"-"}}"#).is_ok()
+            Event::parse_stored(br#"{"event_type":"X/Y","variables":{"i_event":"-"}}"#).is_err()
         );
     }
 

@@ -24,6 +24,7 @@ mod metrics;
 mod outbound;
 mod pause;
 mod readiness;
+mod reconcile;
 mod robustness;
 
 mod send;

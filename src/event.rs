@@ -55,8 +55,20 @@ pub struct Event {
 }
 
 impl Event {
-    /// Parses and validates a POSTed body. The error is a one-line reason for a 400 reply.
+    /// Parses and validates a body POSTed by ESPF. The error is a one-line reason for a 400
+    /// reply. ESPF's `i_event`s are positive: 0 and below are refused, because espfd's own
+    /// reconcile events (`espfd reconcile`) are numbered from -1 down and must never meet one.
     pub fn parse(body: &[u8]) -> Result<Event, String> {
+        let ev = Event::parse_stored(body)?;
+        if ev.i_event <= 0 {
+            return Err(NOT_POSITIVE.into());
+        }
+        Ok(ev)
+    }
+
+    /// Parses a stored body: as [`Event::parse`], but a negative `i_event` (a reconcile
+    /// event queued by `espfd reconcile`) is accepted.
+    pub fn parse_stored(body: &[u8]) -> Result<Event, String> {
         let value: Value =
             serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
         let Value::Object(mut top) = value else {
@@ -77,7 +89,7 @@ impl Event {
             None => return Err("variables is missing".into()),
         };
         let i_event = match variables.get("i_event") {
-            Some(v) => id_of(v).ok_or("variables.i_event is not a non-negative integer")?,
+            Some(v) => signed_id_of(v).ok_or(NOT_POSITIVE)?,
             None => return Err("variables.i_event is missing".into()),
         };
         let entity = entity_of(&event_type, &variables)?;
@@ -98,9 +110,30 @@ impl Event {
         }
     }
 
+    /// Whether this is a reconcile event queued by `espfd reconcile` (negative `i_event`),
+    /// not one of ESPF's.
+    pub fn is_reconcile(&self) -> bool {
+        self.i_event < 0
+    }
+
     /// The account whose provisioning status is reported to ESPF, if the event names one.
     pub fn i_account(&self) -> Option<i64> {
         self.variables.get("i_account").and_then(id_of)
+    }
+}
+
+/// Why an `i_event` is refused at intake.
+const NOT_POSITIVE: &str = "variables.i_event is not a positive integer";
+
+/// An `i_event` as stored: a JSON number or a numeric string, negative for reconcile events.
+fn signed_id_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => match s.trim().strip_prefix('-') {
+            Some(rest) => id_of(&Value::from(rest)).map(|n| -n),
+            None => id_of(v),
+        },
+        _ => None,
     }
 }
 
@@ -198,6 +231,20 @@ mod tests {
     }
 
     #[test]
+    fn stored_reconcile_events_parse_with_their_negative_ids() {
+        let body =
+            br#"{"event_type":"Reconcile/Account","variables":{"i_account":1000889,"i_event":-3}}"#;
+        let e = Event::parse_stored(body).unwrap();
+        assert_eq!((e.i_event, e.is_reconcile()), (-3, true));
+        assert_eq!(e.ordering_key(), "account:1000889");
+        assert_eq!(e.i_account(), Some(1_000_889));
+        assert!(Event::parse(body).unwrap_err().contains("positive"));
+        assert!(
+            Event::parse_stored(br#"{"event_type":"X/Y","variables":{"i_event":"-"}}"#).is_err()
+        );
+    }
+
+    #[test]
     fn bad_bodies_get_a_reason() {
         let cases: &[(&[u8], &str)] = &[
             (b"NotAJsonBody", "not JSON"),
@@ -210,7 +257,9 @@ mod tests {
             (br#"{"event_type":"X/Y","variables":[]}"#, "variables is not an object"),
             (br#"{"event_type":"X/Y","variables":{}}"#, "i_event is missing"),
             (br#"{"event_type":"X/Y","variables":{"i_event":"5a"}}"#, "i_event is not"),
-            (br#"{"event_type":"X/Y","variables":{"i_event":-1}}"#, "i_event is not"),
+            (br#"{"event_type":"X/Y","variables":{"i_event":-1}}"#, "i_event is not a positive integer"),
+            (br#"{"event_type":"X/Y","variables":{"i_event":0}}"#, "i_event is not a positive integer"),
+            (br#"{"event_type":"X/Y","variables":{"i_event":"-7"}}"#, "i_event is not a positive integer"),
             (br#"{"event_type":"X/Y","variables":{"i_event":1.5}}"#, "i_event is not"),
             (br#"{"event_type":"Subscriber/Created","variables":{"i_event":1,"i_account":{}}}"#, "i_account is not"),
             (br#"{"event_type":"Subscriber/Updated\u0000","variables":{"i_event":1}}"#, "event_type contains the control character U+0000"),

@@ -34,6 +34,7 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
         ["events", ..] => cli::events::run(&args[1..]),
         ["pause", ..] => cli::pause::pause(&args[1..]),
         ["resume", ..] => cli::pause::resume(&args[1..]),
+        ["reconcile", ..] => cli::reconcile::run(&args[1..]),
         ["check"] => cli::check::run(),
         ["render", ..] => cli::render::run(&args[1..]),
         ["simulate", ..] => cli::simulate::run(&args[1..]),

@@ -16,7 +16,7 @@ use crate::http::{self, Server, Tls};
 use crate::ingress::{Health, Ingress};
 use crate::metrics::Metrics;
 use crate::pause::PauseWatch;
-use crate::pipeline::{Ctx, Pipeline, RetryPolicy, Step};
+use crate::pipeline::{Ctx, Pace, Pipeline, RetryPolicy, Step};
 use crate::portabilling::PbClient;
 use crate::store::{Store, WriterThread};
 use crate::upstream::Upstreams;
@@ -120,6 +120,7 @@ impl Service {
             observer: observer.clone(),
             metrics: metrics.clone(),
             pause: pause.clone(),
+            pace: Arc::new(Pace::default()),
         });
         let listener = TcpListener::bind(config.listen).map_err(|e| {
             Error::io(

@@ -12,13 +12,14 @@ use std::process::ExitCode;
 use crate::config::env_or_default;
 use crate::error::Error;
 use crate::redact::printable;
-use crate::store::{Reader, Replay, State, StoredEvent};
+use crate::store::{Reader, Replay, Source, State, StoredEvent};
 use crate::util::format_rfc3339;
 
 /// Usage of `espfd events`.
 pub const USAGE: &str = "\
 Usage:
-  espfd events list [--failed | --state STATE] [--account I_ACCOUNT] [--limit N]
+  espfd events list [--failed | --state STATE] [--account I_ACCOUNT] [--source SOURCE]
+                    [--limit N]
   espfd events show I_EVENT
   espfd events replay I_EVENT
   espfd events replay --failed [--account I_ACCOUNT]
@@ -26,6 +27,7 @@ Options:
   --state-dir DIR   the store's directory (default: ESPFD_STATE_DIR, else /var/lib/espfd)
 States: queued, retry, report (status report owed), in_progress, done, failed,
   skipped (not provisioned: its type is not in ESPFD_EVENT_TYPES, or nothing to send).
+Sources: espf (posted by ESPF), reconcile (queued by espfd reconcile; negative i_event).
 A skipped event replayed by its I_EVENT is provisioned, whatever ESPFD_EVENT_TYPES says.
 ";
 
@@ -33,6 +35,7 @@ struct Args {
     state_dir: Option<PathBuf>,
     state: Option<State>,
     account: Option<i64>,
+    source: Option<Source>,
     limit: usize,
     failed: bool,
     positional: Vec<String>,
@@ -43,6 +46,7 @@ fn parse(args: &[String]) -> Result<Args, Error> {
         state_dir: None,
         state: None,
         account: None,
+        source: None,
         limit: 50,
         failed: false,
         positional: Vec::new(),
@@ -64,6 +68,13 @@ fn parse(args: &[String]) -> Result<Args, Error> {
                 a.state = Some(state);
             }
             "--failed" => a.failed = true,
+            "--source" => {
+                let s = value("--source")?;
+                let Some(source) = Source::parse(&s) else {
+                    return Err(Error::Usage(format!("unknown source '{s}'\n{USAGE}")));
+                };
+                a.source = Some(source);
+            }
             "--account" => {
                 let v = value("--account")?;
                 a.account = Some(
@@ -151,7 +162,7 @@ fn run_into(args: &[String], out: &mut String) -> Result<ExitCode, Error> {
                 a.state
             };
             let reader = open(&a)?;
-            let rows = reader.list(state, a.account, a.limit)?;
+            let rows = reader.list_from(state, a.account, a.source, a.limit)?;
             if let Some(p) = reader.paused()? {
                 say!(
                     out,

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod events;
 pub mod load;
 pub mod pause;
+pub mod reconcile;
 pub mod render;
 pub mod send;
 pub mod simulate;
@@ -21,6 +22,9 @@ Usage:
                      stop everything that goes upstream (a maintenance window); events are
                      still stored (espfd pause --help)
   espfd resume       end the pause; what waited is delivered
+  espfd reconcile (--all | --customer N | --id PATTERN) [--rate R] [--dry-run]
+                     provision PortaBilling's accounts again, paced, after ESPF's events
+                     (espfd reconcile --help)
   espfd check        validate the configuration and try every connection; exit 0 when all pass
   espfd render ...   show (or --send) the requests the connector makes for one event
                      (espfd render --help)

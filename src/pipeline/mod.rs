@@ -11,6 +11,12 @@
 //! its own entity but no one else's. Processing is level-triggered: the entity's current
 //! state is read from PortaBilling at the time of processing.
 //!
+//! Reconcile events (`espfd reconcile`, negative `i_event`) go through the same lanes, but a
+//! lane takes them only when none of ESPF's events is due (the store's due query lists
+//! ESPF's first), each only with a token of the shared [`Pace`], and after each one looks
+//! at the store again if the ingress woke it meanwhile: so a live event waits behind at
+//! most the one reconcile call in flight on its lane.
+//!
 //! While the service is paused (`espfd pause`, [`crate::pause`]) a lane takes no event and
 //! makes no call; it finishes the event in hand first.
 //!
@@ -18,9 +24,11 @@
 //! lane's loop. One event in a worker's hands (an attempt, its end, a retry) is in
 //! `worker.rs`; when to try again and when to give up is [`RetryPolicy`] (`retry.rs`).
 
+mod pace;
 mod retry;
 mod worker;
 
+pub use pace::{Pace, DEFAULT_RATE};
 pub use retry::RetryPolicy;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,6 +111,8 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// `espfd pause`: while set, the workers take no event and make no call.
     pub pause: Arc<Pause>,
+    /// `espfd reconcile --rate`: the lanes' shared allowance of reconcile events.
+    pub pace: Arc<Pace>,
 }
 
 impl Ctx {
@@ -262,9 +272,18 @@ fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool, wakers
             let _ = wake.recv_timeout(wait);
             continue;
         }
+        let mut paced = None;
         for row in rows {
             if stop.load(Ordering::SeqCst) || ctx.pause.is_paused() {
                 break;
+            }
+            let reconcile = row.i_event < 0;
+            if reconcile {
+                // The rest of the batch is reconcile work too: ESPF's events come first.
+                if let Err(wait) = ctx.pace.admit(&reader) {
+                    paced = Some(wait);
+                    break;
+                }
             }
             blocked = blocked_on(ctx, &row).or_else(|| match coalesce(ctx, &reader, &row) {
                 Some((newest, older)) => process(ctx, &newest, older),
@@ -275,6 +294,15 @@ fn worker(lane: usize, ctx: &Ctx, wake: &Receiver<()>, stop: &AtomicBool, wakers
                 // read again once the upstream is back or a probe is due.
                 break;
             }
+            if reconcile && wake.try_recv().is_ok() {
+                // Woken during a reconcile call: an event of ESPF's may be due now, and
+                // it goes before the rest of this batch.
+                break;
+            }
+        }
+        if let Some(wait) = paced {
+            // Out of reconcile allowance: an ESPF event's wake ends the wait early.
+            let _ = wake.recv_timeout(wait);
         }
     }
 }

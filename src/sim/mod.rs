@@ -131,7 +131,8 @@ impl Recorded {
 pub struct TargetCall {
     /// The posted document; `Value::Null` when the body was not JSON.
     pub doc: Value,
-    /// `doc["i_event"]` when it is an integer or a numeric string.
+    /// `doc["i_event"]` when it is an integer (negative for a reconcile event) or a numeric
+    /// string.
     pub i_event: Option<i64>,
     /// Header names (lower-cased) and values, in arrival order.
     pub headers: Vec<(String, String)>,

@@ -91,6 +91,7 @@ enum Method {
     CustomerInfo,
     InvoiceInfo,
     NumberList,
+    AccountList,
     CardList,
     CardInfo,
     Version,
@@ -108,6 +109,7 @@ impl Method {
             ("Customer", "get_customer_info") => Method::CustomerInfo,
             ("Invoice", "get_invoice_info") => Method::InvoiceInfo,
             ("DID", "get_number_list") => Method::NumberList,
+            ("Account", "get_account_list") => Method::AccountList,
             ("SIMCard", "get_card_list") => Method::CardList,
             ("SIMCard", "get_card_info") => Method::CardInfo,
             ("Generic", "get_version") => Method::Version,
@@ -260,6 +262,7 @@ fn authorized(
             })
         }
         Method::NumberList => number_list(&st, p, &bad),
+        Method::AccountList => account_list(&st, p, &bad),
         Method::CardList => {
             let cards = &st.sim_cards;
             let list: Vec<Value> = if let Some(v) = p.get("i_account") {
@@ -365,20 +368,7 @@ fn number_list(
         None | Some(Value::Null) => None,
         Some(v) => Some(int_of(v).ok_or_else(|| bad("i_customer must be an integer"))?),
     };
-    let limit = match p.get("limit") {
-        None | Some(Value::Null) => None,
-        Some(v) => match int_of(v) {
-            Some(n) if (0..=MAX_LIMIT).contains(&n) => Some(n as usize),
-            _ => return Err(bad("limit must be an integer from 0 to 1000")),
-        },
-    };
-    let offset = match p.get("offset") {
-        None | Some(Value::Null) => 0,
-        Some(v) => match int_of(v) {
-            Some(n) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
-            _ => return Err(bad("offset must be a non-negative integer")),
-        },
-    };
+    let (limit, offset) = paging(p, bad)?;
     let matching: Vec<&Value> = st
         .dids
         .iter()
@@ -406,6 +396,99 @@ fn number_list(
         out["total"] = json!(total);
     }
     Ok(out)
+}
+
+/// `limit` (at most 1000; larger is refused, as one PortaBilling client reports) and
+/// `offset` of a list method.
+fn paging(
+    p: &Map<String, Value>,
+    bad: &dyn Fn(&str) -> Fault,
+) -> Result<(Option<usize>, usize), Fault> {
+    let limit = match p.get("limit") {
+        None | Some(Value::Null) => None,
+        Some(v) => match int_of(v) {
+            Some(n) if (0..=MAX_LIMIT).contains(&n) => Some(n as usize),
+            _ => return Err(bad("limit must be an integer from 0 to 1000")),
+        },
+    };
+    let offset = match p.get("offset") {
+        None | Some(Value::Null) => 0,
+        Some(v) => match int_of(v) {
+            Some(n) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
+            _ => return Err(bad("offset must be a non-negative integer")),
+        },
+    };
+    Ok((limit, offset))
+}
+
+/// `Account/get_account_list`: `i_customer`, `id` (a pattern with `%` and `_`),
+/// `get_not_closed_accounts`, `limit` (at most 1000), `offset`, `get_total`; the reply's
+/// `account_list` holds the matching account records (closed ones too, unless
+/// `get_not_closed_accounts` is 1). The pages partition the accounts in `i_account` order,
+/// but the rows of each page come shuffled, as PortaBilling guarantees no order: a walk must
+/// not rely on any.
+fn account_list(
+    st: &State,
+    p: &Map<String, Value>,
+    bad: &dyn Fn(&str) -> Fault,
+) -> Result<Value, Fault> {
+    let pattern = match p.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(bad("id must be a string")),
+    };
+    let customer = match p.get("i_customer") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(int_of(v).ok_or_else(|| bad("i_customer must be an integer"))?),
+    };
+    let not_closed = p.get("get_not_closed_accounts").and_then(int_of) == Some(1);
+    let (limit, offset) = paging(p, bad)?;
+    let mut matching: Vec<(&i64, &Value)> = st
+        .accounts
+        .iter()
+        .filter(|(_, a)| match &pattern {
+            Some(pat) => a
+                .get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| like(pat, id)),
+            None => true,
+        })
+        .filter(|(_, a)| {
+            customer.is_none_or(|c| a.get("i_customer").and_then(Value::as_i64) == Some(c))
+        })
+        .filter(|(_, a)| !not_closed || a.get("bill_status").and_then(Value::as_str) != Some("C"))
+        .collect();
+    matching.sort_by_key(|(id, _)| **id);
+    let total = matching.len();
+    let mut page: Vec<Value> = matching
+        .into_iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|(_, a)| a.clone())
+        .collect();
+    shuffle(&mut page);
+    let mut out = json!({ "account_list": page });
+    if p.get("get_total").and_then(int_of) == Some(1) {
+        out["total"] = json!(total);
+    }
+    Ok(out)
+}
+
+/// Fisher–Yates with a xorshift seeded from the clock: a different order at every call.
+fn shuffle<T>(items: &mut [T]) {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = (nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
+    for i in (1..items.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        items.swap(i, (x % (i as u64 + 1)) as usize);
+    }
 }
 
 /// SQL `LIKE` without escapes: `%` any run of characters, `_` exactly one.

@@ -40,7 +40,10 @@ pub(super) fn handle(inner: &Inner, req: &Request, started_ms: i64) -> Response 
         return method_not_allowed("POST");
     }
     let doc: Option<Value> = serde_json::from_slice(&req.body).ok();
-    let i_event = doc.as_ref().and_then(|d| d.get("i_event")).and_then(int_of);
+    let i_event = doc
+        .as_ref()
+        .and_then(|d| d.get("i_event"))
+        .and_then(|v| v.as_i64().or_else(|| int_of(v)));
     let keys = doc
         .as_ref()
         .map(|d| entity_keys(d, &req.body))
@@ -243,7 +246,7 @@ fn entity_keys(doc: &Value, raw: &[u8]) -> Vec<String> {
             keys.push(format!("{kind}:{id}"));
         }
     }
-    if let Ok(event) = Event::parse(raw) {
+    if let Ok(event) = Event::parse_stored(raw) {
         if event.entity.is_some() {
             keys.push(event.ordering_key());
         }

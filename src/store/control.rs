@@ -58,7 +58,7 @@ const CREATE: &str =
 impl Reader {
     /// One value of the control table; `None` when unset, or when the table does not exist
     /// yet (a store written by an older espfd, read while no newer one has opened it).
-    fn control(&self, key: &str) -> Result<Option<String>, Error> {
+    pub(super) fn control(&self, key: &str) -> Result<Option<String>, Error> {
         let exists: bool = self
             .conn
             .prepare_cached(
@@ -144,7 +144,7 @@ impl Reader {
         })
     }
 
-    fn set_control(&self, key: &str, value: &str) -> Result<(), Error> {
+    pub(super) fn set_control(&self, key: &str, value: &str) -> Result<(), Error> {
         self.conn
             .execute(
                 "INSERT INTO control (key, value) VALUES (?1, ?2)
@@ -157,7 +157,7 @@ impl Reader {
 
     /// Runs `f` in a transaction that holds SQLite's write lock from its start (so that what
     /// `f` reads cannot change before it writes), creating the table first if needed.
-    fn in_write_transaction<T>(
+    pub(super) fn in_write_transaction<T>(
         &self,
         op: &'static str,
         f: impl FnOnce() -> Result<T, Error>,

@@ -9,7 +9,8 @@
 //! and one fsync (WAL, `synchronous=FULL`), and only then answers each caller. So a 200 to
 //! ESPF is never sent before its event is on disk, yet the disk's fsync rate does not cap
 //! ingest. The writes that do not are [`Reader::replay`] (`espfd events replay`) and
-//! [`Reader::pause`] / [`Reader::resume`] (`espfd pause`, `espfd resume`; `control.rs`), which
+//! [`Reader::pause`] / [`Reader::resume`] (`espfd pause`, `espfd resume`; `control.rs`) and
+//! the reconcile walk's inserts ([`Reader::queue_reconcile`], `walk.rs`), which
 //! write on their own connection because they must work while the service is stopped;
 //! SQLite's write lock orders them with the writer when the service runs.
 //!
@@ -32,11 +33,13 @@
 mod control;
 mod reader;
 mod schema;
+mod walk;
 mod writer;
 
 pub use control::{Paused, Resumed};
 pub use reader::{Reader, Replay};
 pub use schema::State;
+pub use walk::{Queued, Source, Walk};
 pub use writer::WriterThread;
 
 use std::collections::HashSet;
@@ -47,7 +50,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use rusqlite::Connection;
 
-use schema::{migrate, quick_check, relane, schema};
+use schema::{migrate, quick_check, record_lanes, relane, schema};
 use writer::Op;
 
 use crate::error::Error;
@@ -333,6 +336,7 @@ impl Store {
             .map_err(db_err("create schema"))?;
         migrate(&conn)?;
         relane(&conn, lanes)?;
+        record_lanes(&conn, lanes)?;
 
         let in_flight = InFlight::default();
         let (ops, writer) = WriterThread::start(conn, lock, QUEUE_DEPTH, lanes, in_flight.clone())?;

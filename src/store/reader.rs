@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{db_err, State, StoredEvent};
+use super::{db_err, Source, State, StoredEvent};
 use crate::error::Error;
 use crate::event::Event;
 
@@ -41,7 +41,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
         seq: r.get(0)?,
         i_event: r.get(1)?,
         event_type: r.get(2)?,
-        event: Event::parse(body.as_bytes()),
+        event: Event::parse_stored(body.as_bytes()),
         body,
         entity: r.get(4)?,
         lane: r.get(5)?,
@@ -57,7 +57,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     })
 }
 
-/// [`Reader::due`]'s query: `?1` lane, `?2` now, `?3` limit.
+/// [`Reader::due`]'s query: `?1` lane, `?2` now, `?3` limit. ESPF's events (positive
+/// `i_event`) come before reconcile events, each in arrival order; the order is the index
+/// `events_open_lane2`'s, so no lane's backlog is sorted.
 fn due_sql() -> String {
     let open = State::sql_in(&State::OPEN);
     format!(
@@ -65,7 +67,7 @@ fn due_sql() -> String {
          WHERE lane = ?1 AND state IN {open} AND next_at <= ?2
            AND NOT EXISTS (SELECT 1 FROM events p WHERE p.entity = e.entity
                            AND p.state IN {open} AND p.seq < e.seq)
-         ORDER BY seq LIMIT ?3"
+         ORDER BY i_event < 0, seq LIMIT ?3"
     )
 }
 
@@ -97,8 +99,9 @@ impl Reader {
         Ok(Reader { conn })
     }
 
-    /// Events of `lane` that are due at `now`, in arrival order, skipping any whose entity
-    /// has an earlier unfinished event (order per entity holds).
+    /// Events of `lane` that are due at `now`: ESPF's in arrival order, then reconcile
+    /// events (`espfd reconcile`) in arrival order, skipping any whose entity has an earlier
+    /// unfinished event (order per entity holds, whatever the source).
     pub fn due(&self, lane: usize, now: i64, limit: usize) -> Result<Vec<StoredEvent>, Error> {
         let mut stmt = self
             .conn
@@ -189,17 +192,30 @@ impl Reader {
         i_account: Option<i64>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, Error> {
+        self.list_from(state, i_account, None, limit)
+    }
+
+    /// As [`Reader::list`], optionally only the events from `source`.
+    pub fn list_from(
+        &self,
+        state: Option<State>,
+        i_account: Option<i64>,
+        source: Option<Source>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, Error> {
         let sql = format!(
             "SELECT {ROW_COLUMNS} FROM events WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR entity = ?2)
+               AND (?4 IS NULL OR (i_event < 0) = ?4)
              ORDER BY seq DESC LIMIT ?3"
         );
         let entity = i_account.map(|a| format!("account:{a}"));
+        let reconcile = source.map(|s| s == Source::Reconcile);
         let mut stmt = self
             .conn
             .prepare_cached(&sql)
             .map_err(db_err("list events"))?;
         let rows = stmt
-            .query_map(params![state, entity, limit as i64], row)
+            .query_map(params![state, entity, limit as i64, reconcile], row)
             .map_err(db_err("list events"))?
             .collect::<rusqlite::Result<Vec<StoredEvent>>>()
             .map_err(db_err("list events"))?;
@@ -354,7 +370,14 @@ mod tests {
             rows.join("; ")
         };
         let due = plan(&due_sql());
-        assert!(due.contains("events_open_lane"), "{due}");
+        // ESPF's events before reconcile work, in the index's own order: a search of one
+        // lane, not a scan of all events and no sort of the lane's backlog.
+        assert!(
+            due.contains("USING INDEX events_open_lane2 (lane=?)"),
+            "{due}"
+        );
+        assert!(!due.contains("TEMP B-TREE"), "{due}");
+        assert!(!due.contains("SCAN e"), "{due}");
         assert!(due.contains("events_open_entity"), "{due}");
         let overdue = plan(&overdue_sql());
         assert!(overdue.contains("events_in_progress"), "{overdue}");

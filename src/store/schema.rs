@@ -144,7 +144,11 @@ CREATE TABLE IF NOT EXISTS events (
     replayed_at  INTEGER,               -- unix ms of the last `espfd events replay`
     upstream     TEXT                   -- portabilling, target, espf: whose failure it waits out
 );
-CREATE INDEX IF NOT EXISTS events_open_lane ON events(lane, seq)
+-- events_open_lane (lane, seq) became events_open_lane2 when reconcile events came: a lane
+-- takes ESPF's events (i_event > 0) before reconcile work, in arrival order within each, and
+-- the index gives that order without sorting the lane's backlog.
+DROP INDEX IF EXISTS events_open_lane;
+CREATE INDEX IF NOT EXISTS events_open_lane2 ON events(lane, i_event < 0, seq)
     WHERE state IN {open};
 CREATE INDEX IF NOT EXISTS events_open_entity ON events(entity, seq)
     WHERE state IN {open};
@@ -176,8 +180,47 @@ CREATE TABLE IF NOT EXISTS control (
     key    TEXT PRIMARY KEY,
     value  TEXT NOT NULL
 );
+{walks}",
+        walks = walk_schema()
+    )
+}
+
+/// The walks of `espfd reconcile` and the index that finds an account's open reconcile
+/// event; created by the service and, for a store an older espfd wrote, by the command.
+pub(super) fn walk_schema() -> String {
+    let unfinished = State::sql_in(&[
+        State::Queued,
+        State::Retry,
+        State::Report,
+        State::InProgress,
+    ]);
+    format!(
+        "
+CREATE TABLE IF NOT EXISTS walks (
+    id           INTEGER PRIMARY KEY,
+    started_at   INTEGER NOT NULL,      -- unix ms
+    filter       TEXT NOT NULL,         -- e.g. --customer 6392, --all
+    rate         REAL NOT NULL,         -- events per second the service processes; 0: no limit
+    total        INTEGER NOT NULL,      -- accounts found
+    queued       INTEGER NOT NULL DEFAULT 0,
+    finished_at  INTEGER                -- unix ms when all were queued
+);
+CREATE INDEX IF NOT EXISTS events_reconcile_open ON events(entity)
+    WHERE i_event < 0 AND state IN {unfinished};
 "
     )
+}
+
+/// Records the lane count the service runs with, so that `espfd reconcile` puts its events
+/// on the lanes the running workers read.
+pub(super) fn record_lanes(conn: &Connection, lanes: usize) -> Result<(), Error> {
+    conn.execute(
+        "INSERT INTO control (key, value) VALUES ('lanes', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![lanes.to_string()],
+    )
+    .map_err(db_err("record the lane count"))?;
+    Ok(())
 }
 
 /// SQLite's quick check of the whole file (`PRAGMA quick_check`: every page and index entry

@@ -136,7 +136,8 @@ impl Test {
         self
     }
 
-    fn command(&self) -> Command {
+    /// The binary's command line as described, to spawn by hand (to kill it half-way, say).
+    pub fn command(&self) -> Command {
         let mut cmd = match &self.shell {
             Some(pre) => {
                 let mut c = Command::new("sh");

@@ -92,6 +92,10 @@ fn invalid_bodies_get_400_with_a_reason_and_change_nothing() {
         (r#"{"event_type":"Subscriber/Created","variables":{"i_account":5}}"#, "i_event is missing"),
         (r#"{"event_type":"Subscriber/Created","variables":{"i_event":"x1"}}"#, "i_event is not"),
         (r#"{"event_type":"Subscriber/Created","variables":{"i_event":1,"i_account":true}}"#, "i_account is not"),
+        // 0 and below are espfd's own (espfd reconcile numbers its events from -1 down).
+        (r#"{"event_type":"Subscriber/Created","variables":{"i_event":0,"i_account":5}}"#, "i_event is not a positive integer"),
+        (r#"{"event_type":"Subscriber/Created","variables":{"i_event":-1,"i_account":5}}"#, "i_event is not a positive integer"),
+        (r#"{"event_type":"Reconcile/Account","variables":{"i_event":"-2","i_account":5}}"#, "i_event is not a positive integer"),
         ("{\"event_type\": \"Subscriber/Updated\",\n\"variables\": {\n\"i_event\": \"5\"\n\"i_account\": \"1000889\"\n}\n}", "not JSON"),
     ];
     for (body, reason) in cases {

@@ -25,6 +25,7 @@ mod metrics;
 mod outbound;
 mod pause;
 mod readiness;
+mod reconcile;
 mod render;
 mod robustness;
 

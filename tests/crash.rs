@@ -234,15 +234,27 @@ fn round(coalesce: bool) -> bool {
         && lost_status.is_empty()
 }
 
-/// The newer event `i_event` was coalesced into, if the store says it was.
+/// The event that was delivered for `i_event` when it was coalesced, if the store says it
+/// was: the newer event it names, or the one that event was coalesced into in turn (a crash
+/// before the newer one's delivery can leave it queued behind later events of its account).
 fn into(state: &TempDir, i_event: u64) -> Option<u64> {
     let reader = espfd::store::Reader::open(&state.0.join("espfd.db")).ok()?;
-    let row = reader.get(i_event as i64).ok()??;
-    if row.state != espfd::store::State::Done {
-        return None;
+    let next = |i: u64| -> Option<u64> {
+        let row = reader.get(i as i64).ok()??;
+        if row.state != espfd::store::State::Done {
+            return None;
+        }
+        row.message?
+            .strip_prefix("coalesced into i_event ")?
+            .parse()
+            .ok()
+    };
+    let mut at = next(i_event)?;
+    for _ in 0..1000 {
+        match next(at) {
+            Some(n) => at = n,
+            None => return Some(at),
+        }
     }
-    row.message?
-        .strip_prefix("coalesced into i_event ")?
-        .parse()
-        .ok()
+    None
 }

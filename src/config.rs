@@ -883,6 +883,12 @@ pub fn help_env() -> String {
             v.name, v.help
         ));
     }
+    out.push_str(&format!(
+        "{SETTING_PREFIX}<NAME>\n    default: (none)\n    a request template's setting(\"NAME\"), e.g. {SETTING_PREFIX}HSS_URL\n"
+    ));
+    out.push_str(&format!(
+        "{SECRET_PREFIX}<NAME>*\n    default: (none)\n    a request template's secret(\"NAME\"); never shown, removed from an exec connector's environment\n"
+    ));
     out
 }
 

@@ -35,6 +35,9 @@ fn help_env_lists_variables_with_defaults() {
         "ESPFD_STATE_DIR",
         "ESPFD_PB_PASSWORD*",
         "default: /var/lib/espfd",
+        "ESPFD_TARGET_TEMPLATE",
+        "ESPFD_SETTING_<NAME>",
+        "ESPFD_SECRET_<NAME>*",
     ] {
         run = run.stdout_has(v);
     }

@@ -274,7 +274,19 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, Error> {
             )
         })?;
     // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    let try_lock = || unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    // A lock released a moment ago can still be held for an instant by a child process
+    // forked before its descriptor was closed (close-on-exec takes effect at the exec): try
+    // again for a second before calling the directory taken.
+    let mut locked = try_lock();
+    for _ in 0..10 {
+        if locked {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        locked = try_lock();
+    }
+    if !locked {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         let holder = holder.trim();

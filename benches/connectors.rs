@@ -19,9 +19,12 @@
 //!
 //! Everything runs on the same cores: the load generator, the simulators and espfd.
 
+mod common;
+use common::{cpu_time, env_u64, Espfd};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,13 +98,6 @@ const BODY: &str = r#"{% set lookup = LOOKUP %}
 /// `steps.lookup`.
 const LOOKUP_STAND_IN: &str = r#"{"status": 200, "body": "provisioned 1", "json": none}"#;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Writes the template and its body into `dir`; the body reads `lookup` from `LOOKUP`.
 fn write_template(dir: &Path, lookup: &str) -> PathBuf {
     std::fs::create_dir_all(dir).expect("template dir");
@@ -109,35 +105,6 @@ fn write_template(dir: &Path, lookup: &str) -> PathBuf {
     std::fs::write(&path, TEMPLATE).expect("write template");
     std::fs::write(dir.join("body.json"), BODY.replace("LOOKUP", lookup)).expect("write body");
     path
-}
-
-/// espfd's CPU time so far (user + system), from `/proc/<pid>/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at field 3: utime is
-    // field 14, stime field 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_micros((ticks(11) + ticks(12)) * 1_000_000 / hz)
-}
-
-struct Espfd(Child);
-
-impl Drop for Espfd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Which connector a run uses.

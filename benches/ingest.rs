@@ -13,20 +13,16 @@
 //! that also runs other things. Sizes: BENCH_EVENTS_8 (default 20000), BENCH_EVENTS_64
 //! (default 200000); BENCH_ESPFD_BIN runs another build of espfd (e.g. the static one).
 
+mod common;
+use common::{env_u64, Espfd};
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use espfd::cli::load::{self, LoadSpec};
 use espfd::sim::{Sim, SimConfig};
 use espfd::util::base64_encode;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// (current RSS, peak RSS) of a process in KiB.
 fn rss_kib(pid: u32) -> (u64, u64) {
@@ -44,15 +40,6 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 fn count_stored(db: &Path) -> i64 {
     let reader = espfd::store::Reader::open(db).expect("open store");
     reader.total_count().expect("count")
-}
-
-struct Espfd(Child);
-
-impl Drop for Espfd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn main() {

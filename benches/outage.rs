@@ -29,6 +29,9 @@
 //! goal. CPU is utime + stime from `/proc/<pid>/stat`, as a percentage of one core.
 //! BENCH_ESPFD_BIN runs another build of espfd. Everything shares the same cores.
 
+mod common;
+use common::{cpu_time, env_u64};
+
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -56,33 +59,6 @@ const BLACKHOLE_WINDOW: Duration = Duration::from_secs(20);
 const BLACKHOLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest wait for a backlog to drain before the run counts as gone wrong.
 const DRAIN_CAP: Duration = Duration::from_secs(300);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// espfd's CPU time so far (user + system), from `/proc/<pid>/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at field 3: utime is
-    // field 14, stime field 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_micros((ticks(11) + ticks(12)) * 1_000_000 / hz)
-}
 
 /// `cpu` over `wall` as a percentage of one core.
 fn percent(cpu: Duration, wall: Duration) -> f64 {

@@ -15,7 +15,10 @@
 //! It ends by checking that every account got its status report; it asserts nothing about
 //! time. BENCH_ESPFD_BIN runs another build of espfd.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+use common::{env_u64, Espfd};
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -29,22 +32,6 @@ const FIRST: i64 = 600_000;
 const LIVE_ACCOUNT: i64 = 277_147;
 /// Latency of every simulated target call: the upstream round trip that is visible.
 const TARGET_LATENCY: Duration = Duration::from_millis(10);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Espfd(Child);
-
-impl Drop for Espfd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_addr() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");

@@ -52,14 +52,6 @@ impl<'a> Context<'a> {
         group: &'a str,
         record: Option<Value>,
     ) -> Context<'a> {
-        let entity = match (event.entity.as_ref(), &record) {
-            (Some(e), Some(Value::Object(record))) => {
-                let mut record = record.clone();
-                record.insert("kind".into(), Value::from(e.kind.name()));
-                Value::Object(record)
-            }
-            _ => Value::Null,
-        };
         let mut context = Context {
             event,
             received_at,
@@ -69,19 +61,30 @@ impl<'a> Context<'a> {
             document: String::new(),
             coalesced: Vec::new(),
         };
-        context.document = context.build_document(entity);
+        context.document = context.build_document();
         context
+    }
+
+    /// The record with its `kind` added, as the document has it; `null` without a record.
+    fn entity(&self) -> Value {
+        match (self.event.entity.as_ref(), &self.record) {
+            (Some(e), Some(Value::Object(record))) => {
+                let mut record = record.clone();
+                record.insert("kind".into(), Value::from(e.kind.name()));
+                Value::Object(record)
+            }
+            _ => Value::Null,
+        }
     }
 
     /// The same context standing also for the older events `coalesced` (`ESPFD_COALESCE`);
     /// the document lists them.
     pub fn with_coalesced(mut self, coalesced: Vec<(i64, String)>) -> Context<'a> {
+        if coalesced.is_empty() {
+            return self;
+        }
         self.coalesced = coalesced;
-        let entity = serde_json::from_str::<Value>(&self.document)
-            .ok()
-            .and_then(|mut d| d.get_mut("entity").map(Value::take))
-            .unwrap_or(Value::Null);
-        self.document = self.build_document(entity);
+        self.document = self.build_document();
         self
     }
 
@@ -95,7 +98,7 @@ impl<'a> Context<'a> {
         )
     }
 
-    fn build_document(&self, entity: Value) -> String {
+    fn build_document(&self) -> String {
         json!({
             "i_event": self.event.i_event,
             "event_type": self.event.event_type,
@@ -103,7 +106,7 @@ impl<'a> Context<'a> {
             "received_at": format_rfc3339(self.received_at),
             "attempt": self.attempt,
             "group": self.group,
-            "entity": entity,
+            "entity": self.entity(),
             "coalesced": self.coalesced_json(),
         })
         .to_string()

@@ -201,7 +201,7 @@ impl EspfClient {
                 breaker.failure(&why);
             }
             Err(GroupsError::Status { code, .. })
-                if Judge::default().verdict(code) == Verdict::Transient =>
+                if Judge::defaults().verdict(code) == Verdict::Transient =>
             {
                 breaker.failure(&format!("HTTP {code}"));
             }
@@ -269,7 +269,7 @@ impl EspfClient {
                 continue;
             }
             // A 401 after a fresh session is the ESPF API's trouble, not the report's.
-            let verdict = match Judge::default().verdict(code) {
+            let verdict = match Judge::defaults().verdict(code) {
                 Verdict::Permanent if code == 401 => Verdict::Transient,
                 v => v,
             };

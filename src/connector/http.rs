@@ -27,7 +27,7 @@ impl UrlConnector {
         Ok(UrlConnector {
             url: url.to_string(),
             sender: Sender::new(settings)?,
-            judge: Judge::default(),
+            judge: Judge::defaults().clone(),
         })
     }
 

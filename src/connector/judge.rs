@@ -92,6 +92,12 @@ impl Default for Judge {
 }
 
 impl Judge {
+    /// The default lists ([`DEFAULT_OK`], [`DEFAULT_RETRY`]), parsed once.
+    pub fn defaults() -> &'static Judge {
+        static DEFAULTS: std::sync::OnceLock<Judge> = std::sync::OnceLock::new();
+        DEFAULTS.get_or_init(Judge::default)
+    }
+
     /// The verdict on status `code`.
     pub fn verdict(&self, code: u16) -> Verdict {
         if self.ok.contains(code) {
